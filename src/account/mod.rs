@@ -1,0 +1,71 @@
+//! Pages for a signed-in user: who is signed in, setting up two-step
+//! verification, and signing out.
+
+mod totp;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use tower_sessions::Session;
+
+use crate::directory::AuditEvent;
+use crate::error::AppError;
+use crate::session::SignedIn;
+use crate::state::AppState;
+use crate::web::csrf;
+use crate::web::extract::CurrentUser;
+use crate::web::pages::{render, AccountPage};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(home))
+        .route("/account", get(show))
+        .route("/account/totp", get(totp::show).post(totp::confirm))
+        .route("/logout", post(logout))
+}
+
+async fn home(session: Session) -> Result<Response, AppError> {
+    let target = if SignedIn::load(&session).await?.is_some() { "/account" } else { "/login" };
+    Ok(Redirect::to(target).into_response())
+}
+
+async fn show(State(state): State<AppState>, current: CurrentUser) -> Result<Response, AppError> {
+    let CurrentUser { user, signed_in, session } = current;
+    let recovery_codes_left = if user.has_second_factor() {
+        state.users.remaining_recovery_codes(&user.id).await?
+    } else {
+        0
+    };
+    let method = signed_in.methods.join(" + ");
+    let page = AccountPage {
+        csrf_token: &csrf::token(&session).await?,
+        display_name: &user.display_name(),
+        email: &user.email,
+        login_id: &user.login_id,
+        method: &method,
+        totp_enrolled: user.has_second_factor(),
+        recovery_codes_left,
+        notice: None,
+    };
+    render(StatusCode::OK, &page)
+}
+
+/// Ends the broker session. The session is deleted from the store, not just
+/// emptied, so a copied cookie stops working too.
+async fn logout(State(state): State<AppState>, session: Session) -> Result<Response, AppError> {
+    if let Some(signed_in) = SignedIn::load(&session).await? {
+        tracing::info!(user.id = %signed_in.user_id, "user signed out");
+        state
+            .record(AuditEvent {
+                kind: "logout",
+                outcome: "success",
+                user_id: Some(signed_in.user_id),
+                ..AuditEvent::default()
+            })
+            .await;
+    }
+    session.flush().await?;
+    Ok(Redirect::to("/login?signed_out=1").into_response())
+}

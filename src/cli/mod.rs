@@ -1,0 +1,47 @@
+//! Command line: `serve` and the administrator's commands.
+//!
+//! Every command fails with one line on standard error and a non-zero exit
+//! status, and changes nothing when it fails.
+
+mod user;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+#[derive(Debug, Parser)]
+#[command(name = "unified-login", version, about = "Email-first login broker")]
+pub struct Cli {
+    /// TOML configuration file; settings not in it take their defaults or
+    /// UNIFIED_LOGIN_* environment variables.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the login service (embedded SQLite under data/ unless configured).
+    Serve,
+    /// Manage users in the directory.
+    User {
+        #[command(subcommand)]
+        command: user::UserCommand,
+    },
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve => {
+            crate::telemetry::init(&config.log);
+            crate::server::run(config).await
+        }
+        Command::User { command } => user::run(&config, command).await,
+    }
+}

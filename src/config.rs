@@ -1,0 +1,255 @@
+//! Service configuration: built-in defaults, then an optional TOML file, then
+//! `UNIFIED_LOGIN_*` environment variables (nested keys joined by `__`, for
+//! example `UNIFIED_LOGIN_LOCKOUT__THRESHOLD=10`). Unknown keys are errors, so
+//! a misspelt setting is reported instead of silently ignored.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+pub const ENV_PREFIX: &str = "UNIFIED_LOGIN_";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the HTTP(S) listener binds to.
+    pub listen: SocketAddr,
+    /// Externally visible base URL. Printed links and same-origin checks use
+    /// it, never the Host header, so that a TLS-terminating proxy works.
+    /// Defaults to `http://<listen>`.
+    pub public_url: Option<Url>,
+    pub database_url: String,
+    pub tls: Option<TlsConfig>,
+    pub session: SessionConfig,
+    pub lockout: LockoutConfig,
+    pub rate_limit: RateLimitConfig,
+    pub password: PasswordConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// Idle time after which a signed-in session ends, in minutes.
+    pub idle_minutes: u32,
+    /// Time a started sign-in may take before it has to start over, in minutes.
+    pub login_minutes: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LockoutConfig {
+    /// Consecutive failures after which the account is locked.
+    pub threshold: u32,
+    /// Length of the first lock, in seconds; each further failure doubles it.
+    pub base_seconds: u32,
+    /// Upper bound of one lock, in seconds.
+    pub max_seconds: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Sign-in form submissions allowed per client IP address and minute.
+    pub per_ip_per_minute: u32,
+    /// Submissions a client IP address may send in a burst above that rate.
+    pub burst: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PasswordConfig {
+    /// Argon2id memory cost, in KiB.
+    pub memory_kib: u32,
+    /// Argon2id time cost (passes over memory).
+    pub iterations: u32,
+    /// Argon2id lanes.
+    pub parallelism: u32,
+    /// Password hashes computed at once; 0 means one per CPU core.
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `tracing` filter directive, overridden by `RUST_LOG` when that is set.
+    pub filter: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: None,
+            database_url: "sqlite://data/unified-login.db".to_owned(),
+            tls: None,
+            session: SessionConfig::default(),
+            lockout: LockoutConfig::default(),
+            rate_limit: RateLimitConfig::default(),
+            password: PasswordConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self { idle_minutes: 480, login_minutes: 15 }
+    }
+}
+
+impl Default for LockoutConfig {
+    fn default() -> Self {
+        Self { threshold: 5, base_seconds: 30, max_seconds: 900 }
+    }
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self { per_ip_per_minute: 30, burst: 10 }
+    }
+}
+
+impl Default for PasswordConfig {
+    // OWASP's minimum for Argon2id: 19 MiB of memory, two iterations, one lane.
+    fn default() -> Self {
+        Self { memory_kib: 19 * 1024, iterations: 2, parallelism: 1, workers: 0 }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { filter: "info".to_owned(), format: LogFormat::Text }
+    }
+}
+
+impl Config {
+    /// Loads the configuration from defaults, the file at `path` when given,
+    /// and the environment, then validates it.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = path {
+            if !path.is_file() {
+                bail!("config file {} not found", path.display());
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+
+        let config: Config = figment.extract().map_err(|error| {
+            anyhow::anyhow!("invalid configuration: {}", error.to_string().replace('\n', "; "))
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        let public_url = self.public_url();
+        if !matches!(public_url.scheme(), "http" | "https") {
+            bail!("public_url must start with http:// or https://, got '{public_url}'");
+        }
+        if public_url.host_str().is_none() || public_url.cannot_be_a_base() {
+            bail!("public_url '{public_url}' has no host");
+        }
+        if self.lockout.threshold == 0 {
+            bail!("lockout.threshold must be at least 1");
+        }
+        if self.lockout.max_seconds < self.lockout.base_seconds {
+            bail!("lockout.max_seconds must not be smaller than lockout.base_seconds");
+        }
+        if self.rate_limit.per_ip_per_minute == 0 || self.rate_limit.burst == 0 {
+            bail!("rate_limit.per_ip_per_minute and rate_limit.burst must be at least 1");
+        }
+        if self.session.idle_minutes == 0 || self.session.login_minutes == 0 {
+            bail!("session.idle_minutes and session.login_minutes must be at least 1");
+        }
+        crate::credentials::password::argon2_params(&self.password)
+            .context("invalid [password] settings")?;
+        if let Some(tls) = &self.tls {
+            for file in [&tls.cert, &tls.key] {
+                if !file.is_file() {
+                    bail!("TLS file {} not found", file.display());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Returns the externally visible base URL, without a trailing slash path.
+    pub fn public_url(&self) -> Url {
+        match &self.public_url {
+            Some(url) => url.clone(),
+            None => {
+                let scheme = if self.tls.is_some() { "https" } else { "http" };
+                let url = format!("{scheme}://{}/", self.listen);
+                Url::parse(&url).expect("a socket address always forms a valid URL")
+            }
+        }
+    }
+
+    pub fn uses_https(&self) -> bool {
+        self.public_url().scheme() == "https"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = Config::default();
+        config.validate().unwrap();
+        assert_eq!(config.public_url().as_str(), "http://127.0.0.1:8080/");
+        assert!(!config.uses_https());
+    }
+
+    #[test]
+    fn file_rejects_unknown_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[lockout]\nthreshhold = 3\n").unwrap();
+        let err = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("threshhold"), "{err}");
+    }
+
+    #[test]
+    fn file_sets_nested_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "public_url = \"https://login.example.com\"\n[lockout]\nthreshold = 3\n",
+        )
+        .unwrap();
+        let config = Config::load(Some(&path)).unwrap();
+        assert_eq!(config.lockout.threshold, 3);
+        assert!(config.uses_https());
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        let err = Config::load(Some(Path::new("/nonexistent/unified-login.toml"))).unwrap_err();
+        assert!(err.to_string().contains("not found"), "{err}");
+    }
+}

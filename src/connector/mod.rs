@@ -1,0 +1,27 @@
+//! Authenticators: the places where a user proves who they are.
+//!
+//! The login flow identifies the user first and then hands the proof step to
+//! an authenticator. Each kind implements the capability trait that matches
+//! how it talks to the user: a password form handled on the broker's own page
+//! (local passwords, and directory binds), or a redirect to an external
+//! identity provider and a callback (SAML 2.0, OpenID Connect).
+
+pub mod local;
+
+use async_trait::async_trait;
+use secrecy::SecretString;
+
+use crate::directory::User;
+
+/// An authenticator that checks a password typed on the broker's own page.
+#[async_trait]
+pub trait PasswordAuthenticator: Send + Sync {
+    /// Short, stable name used in logs and audit records.
+    fn id(&self) -> &'static str;
+
+    /// Returns whether `password` is right for `user`. When `user` is `None`
+    /// (nobody matched the identifier) the check must still take about as
+    /// long as a real one and return false, so that the response does not
+    /// reveal which identifiers exist.
+    async fn authenticate(&self, user: Option<&User>, password: SecretString) -> bool;
+}

@@ -1,0 +1,179 @@
+//! Argon2id password hashing on a bounded pool of blocking threads.
+//!
+//! Hashing is deliberately slow, so it never runs on the async runtime's
+//! worker threads: a burst of sign-ins would otherwise stall every other
+//! request. A semaphore bounds how many hashes run at once.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::Semaphore;
+
+use crate::config::PasswordConfig;
+
+pub const MIN_PASSWORD_CHARS: usize = 8;
+pub const MAX_PASSWORD_CHARS: usize = 256;
+
+/// Builds Argon2id parameters from the configuration.
+pub fn argon2_params(config: &PasswordConfig) -> anyhow::Result<Params> {
+    Params::new(config.memory_kib, config.iterations, config.parallelism, None)
+        .map_err(|error| anyhow::anyhow!("{error}"))
+}
+
+#[derive(Clone)]
+pub struct PasswordHasher {
+    argon2: Argon2<'static>,
+    permits: Arc<Semaphore>,
+    /// Hash of a random password, verified when no user matches the typed
+    /// identifier so that unknown users cost the same time as known ones.
+    dummy_hash: Arc<str>,
+}
+
+impl PasswordHasher {
+    pub fn new(config: &PasswordConfig) -> anyhow::Result<Self> {
+        let params = argon2_params(config)?;
+        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+        let workers = match config.workers {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+        let random_password: String = SaltString::generate(&mut OsRng).as_str().to_owned();
+        let dummy_hash = argon2
+            .hash_password(random_password.as_bytes(), &SaltString::generate(&mut OsRng))
+            .map_err(|error| anyhow::anyhow!("argon2 self-test failed: {error}"))?
+            .to_string();
+        Ok(Self { argon2, permits: Arc::new(Semaphore::new(workers)), dummy_hash: dummy_hash.into() })
+    }
+
+    /// Hashes `password` into a PHC string with a fresh salt.
+    pub async fn hash(&self, password: SecretString) -> anyhow::Result<String> {
+        let argon2 = self.argon2.clone();
+        self.run_blocking(move || {
+            let salt = SaltString::generate(&mut OsRng);
+            argon2
+                .hash_password(password.expose_secret().as_bytes(), &salt)
+                .map(|hash| hash.to_string())
+                .map_err(|error| anyhow::anyhow!("password hashing failed: {error}"))
+        })
+        .await?
+    }
+
+    /// Verifies `password` against `stored_hash`, or against a dummy hash when
+    /// there is none, so the time taken does not tell whether the user exists.
+    /// An unparsable stored hash counts as a mismatch.
+    pub async fn verify(&self, password: SecretString, stored_hash: Option<String>) -> bool {
+        let has_hash = stored_hash.is_some();
+        let hash = stored_hash.unwrap_or_else(|| self.dummy_hash.to_string());
+        let argon2 = self.argon2.clone();
+        let matched = self
+            .run_blocking(move || {
+                let Ok(parsed) = PasswordHash::new(&hash) else {
+                    tracing::error!("stored password hash is not a valid PHC string");
+                    return false;
+                };
+                argon2.verify_password(password.expose_secret().as_bytes(), &parsed).is_ok()
+            })
+            .await
+            .unwrap_or(false);
+        has_hash && matched
+    }
+
+    async fn run_blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let _permit = self.permits.acquire().await.context("password pool closed")?;
+        tokio::task::spawn_blocking(work).await.context("password worker panicked")
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PasswordPolicyError {
+    #[error("the password is empty: enter a password")]
+    Empty,
+    #[error("the password is shorter than {MIN_PASSWORD_CHARS} characters: choose a longer one")]
+    TooShort,
+    #[error("the password is longer than {MAX_PASSWORD_CHARS} characters: choose a shorter one")]
+    TooLong,
+    #[error("the password is too easy to guess{0}: use a longer passphrase of unrelated words")]
+    TooWeak(String),
+}
+
+/// Checks a new password against the length limits and a zxcvbn strength
+/// score of at least 3 ("safely unguessable"). `user_inputs` are the user's
+/// own names and identifiers, which make a password easier to guess.
+pub fn check_strength(password: &str, user_inputs: &[&str]) -> Result<(), PasswordPolicyError> {
+    let chars = password.chars().count();
+    if chars == 0 {
+        return Err(PasswordPolicyError::Empty);
+    }
+    if chars < MIN_PASSWORD_CHARS {
+        return Err(PasswordPolicyError::TooShort);
+    }
+    if chars > MAX_PASSWORD_CHARS {
+        return Err(PasswordPolicyError::TooLong);
+    }
+    let estimate = zxcvbn::zxcvbn(password, user_inputs);
+    if u8::from(estimate.score()) < 3 {
+        let reason = estimate
+            .feedback()
+            .and_then(|feedback| feedback.warning())
+            .map(|warning| format!(" ({})", warning.to_string().trim_end_matches('.').to_lowercase()))
+            .unwrap_or_default();
+        return Err(PasswordPolicyError::TooWeak(reason));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fast_config() -> PasswordConfig {
+        PasswordConfig { memory_kib: 1024, iterations: 1, parallelism: 1, workers: 1 }
+    }
+
+    #[tokio::test]
+    async fn hash_then_verify() {
+        let hasher = PasswordHasher::new(&fast_config()).unwrap();
+        let hash = hasher.hash("lantern-orbit-57-cobalt".into()).await.unwrap();
+        assert!(hash.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"), "{hash}");
+        assert!(hasher.verify("lantern-orbit-57-cobalt".into(), Some(hash.clone())).await);
+        assert!(!hasher.verify("lantern-orbit-57-cobalT".into(), Some(hash)).await);
+    }
+
+    #[tokio::test]
+    async fn verify_without_hash_fails() {
+        let hasher = PasswordHasher::new(&fast_config()).unwrap();
+        assert!(!hasher.verify("anything at all".into(), None).await);
+        assert!(!hasher.verify("x".into(), Some("not a phc string".into())).await);
+    }
+
+    #[test]
+    fn default_parameters_meet_owasp_minimum() {
+        let params = argon2_params(&PasswordConfig::default()).unwrap();
+        assert!(params.m_cost() >= 19 * 1024);
+        assert!(params.t_cost() >= 2);
+    }
+
+    #[test]
+    fn strength_rejects_weak_passwords() {
+        assert_eq!(check_strength("", &[]), Err(PasswordPolicyError::Empty));
+        assert_eq!(check_strength("Ab1!", &[]), Err(PasswordPolicyError::TooShort));
+        assert!(matches!(check_strength("password123", &[]), Err(PasswordPolicyError::TooWeak(_))));
+        assert!(matches!(
+            check_strength("janedoe2024", &["jane", "doe", "janedoe"]),
+            Err(PasswordPolicyError::TooWeak(_))
+        ));
+        assert_eq!(check_strength(&"x".repeat(300), &[]), Err(PasswordPolicyError::TooLong));
+    }
+
+    #[test]
+    fn strength_accepts_passphrase() {
+        assert_eq!(check_strength("lantern-orbit-57-cobalt", &["jane"]), Ok(()));
+    }
+}

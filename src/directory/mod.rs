@@ -1,0 +1,147 @@
+//! The user directory: accounts, their credentials, failed-attempt counters
+//! and the audit trail, behind capability traits so that the login flow does
+//! not depend on one database engine.
+
+pub mod identifier;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+pub use identifier::{identifier_key, parse_email, EmailError, IdentifierError, MAX_IDENTIFIER_CHARS};
+
+/// Stable, opaque user identifier (a UUID), never shown as a login name.
+pub type UserId = String;
+
+#[derive(Clone, Serialize, Deserialize)]
+pub struct User {
+    pub id: UserId,
+    pub login_id: String,
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub password_hash: Option<String>,
+    pub must_change_password: bool,
+    pub active: bool,
+    pub cl_auth_enabled: bool,
+    pub totp_secret: Option<String>,
+    pub created_at: i64,
+    pub last_login_at: Option<i64>,
+}
+
+// Credentials stay out of `Debug` so that a stray `?user` in a log line leaks nothing.
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .field("login_id", &self.login_id)
+            .field("active", &self.active)
+            .field("cl_auth_enabled", &self.cl_auth_enabled)
+            .field("totp_enrolled", &self.totp_secret.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl User {
+    pub fn display_name(&self) -> String {
+        format!("{} {}", self.first_name, self.last_name).trim().to_owned()
+    }
+
+    pub fn has_second_factor(&self) -> bool {
+        self.totp_secret.is_some()
+    }
+}
+
+/// Fields of a user that the administrator supplies.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub login_id: String,
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub password_hash: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    #[error("{field} '{value}' is already used by another user")]
+    Duplicate { field: &'static str, value: String },
+    #[error("no user has the login ID or email '{0}'")]
+    UnknownUser(String),
+    #[error(transparent)]
+    Identifier(#[from] IdentifierError),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Consecutive failures recorded for one account or typed identifier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FailureRecord {
+    pub failures: u32,
+    pub locked_until: i64,
+}
+
+#[async_trait]
+pub trait UserStore: Send + Sync {
+    /// Finds the user whose email or login ID has the given normalised key.
+    async fn find_by_key(&self, key: &str) -> Result<Option<User>, DirectoryError>;
+    async fn find_by_id(&self, id: &str) -> Result<Option<User>, DirectoryError>;
+    async fn list(&self) -> Result<Vec<User>, DirectoryError>;
+    async fn create(&self, user: NewUser, now: i64) -> Result<User, DirectoryError>;
+    async fn set_password(
+        &self,
+        id: &str,
+        password_hash: &str,
+        must_change: bool,
+        now: i64,
+    ) -> Result<(), DirectoryError>;
+    /// Stores a confirmed TOTP secret with its recovery-code digests, replacing
+    /// any earlier enrolment, or removes both when `secret` is `None`.
+    async fn set_totp(
+        &self,
+        id: &str,
+        secret: Option<&str>,
+        recovery_code_hashes: &[String],
+        now: i64,
+    ) -> Result<(), DirectoryError>;
+    /// Marks a TOTP time step as used. Returns false when that step or a later
+    /// one was already used, which is how a replayed code is detected.
+    async fn consume_totp_step(&self, id: &str, step: i64) -> Result<bool, DirectoryError>;
+    /// Marks a recovery code as used. Returns false when it is unknown or spent.
+    async fn consume_recovery_code(
+        &self,
+        id: &str,
+        code_hash: &str,
+        now: i64,
+    ) -> Result<bool, DirectoryError>;
+    async fn remaining_recovery_codes(&self, id: &str) -> Result<u32, DirectoryError>;
+    async fn record_login(&self, id: &str, now: i64) -> Result<(), DirectoryError>;
+}
+
+#[async_trait]
+pub trait FailureStore: Send + Sync {
+    async fn failures(&self, subject_key: &str) -> Result<FailureRecord, DirectoryError>;
+    async fn save_failures(
+        &self,
+        subject_key: &str,
+        record: FailureRecord,
+        now: i64,
+    ) -> Result<(), DirectoryError>;
+    async fn clear_failures(&self, subject_key: &str) -> Result<(), DirectoryError>;
+}
+
+/// One entry of the audit trail. Never carries a password, code or token.
+#[derive(Debug, Clone, Default)]
+pub struct AuditEvent {
+    pub kind: &'static str,
+    pub outcome: &'static str,
+    pub user_id: Option<String>,
+    pub identifier: Option<String>,
+    pub client_ip: Option<String>,
+    pub detail: Option<String>,
+}
+
+#[async_trait]
+pub trait AuditLog: Send + Sync {
+    async fn append(&self, event: AuditEvent, now: i64) -> Result<(), DirectoryError>;
+}

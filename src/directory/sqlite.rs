@@ -1,0 +1,358 @@
+//! SQLite implementation of the directory traits.
+
+use async_trait::async_trait;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqlitePool};
+
+use super::{
+    identifier_key, AuditEvent, AuditLog, DirectoryError, FailureRecord, FailureStore, NewUser,
+    User, UserStore,
+};
+
+#[derive(Clone)]
+pub struct SqliteDirectory {
+    pool: SqlitePool,
+}
+
+impl SqliteDirectory {
+    pub fn new(pool: SqlitePool) -> Self {
+        Self { pool }
+    }
+}
+
+const USER_COLUMNS: &str = "id, login_id, email, first_name, last_name, password_hash, \
+     must_change_password, active, cl_auth_enabled, totp_secret, created_at, last_login_at";
+
+fn user_from_row(row: &SqliteRow) -> Result<User, sqlx::Error> {
+    Ok(User {
+        id: row.try_get("id")?,
+        login_id: row.try_get("login_id")?,
+        email: row.try_get("email")?,
+        first_name: row.try_get("first_name")?,
+        last_name: row.try_get("last_name")?,
+        password_hash: row.try_get("password_hash")?,
+        must_change_password: row.try_get("must_change_password")?,
+        active: row.try_get("active")?,
+        cl_auth_enabled: row.try_get("cl_auth_enabled")?,
+        totp_secret: row.try_get("totp_secret")?,
+        created_at: row.try_get("created_at")?,
+        last_login_at: row.try_get("last_login_at")?,
+    })
+}
+
+/// Returns the user who already answers to `key` as email or login ID.
+async fn holder_of_key(
+    conn: &mut sqlx::SqliteConnection,
+    key: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM users WHERE email_key = ?1 OR login_id_key = ?1")
+        .bind(key)
+        .fetch_optional(conn)
+        .await
+}
+
+#[async_trait]
+impl UserStore for SqliteDirectory {
+    async fn find_by_key(&self, key: &str) -> Result<Option<User>, DirectoryError> {
+        // An email match wins over a login-ID match, because a user's login ID
+        // may equal their own email after the first single sign-on.
+        let sql = format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE email_key = ?1 OR login_id_key = ?1 \
+             ORDER BY (email_key = ?1) DESC LIMIT 1"
+        );
+        let row = sqlx::query(&sql).bind(key).fetch_optional(&self.pool).await?;
+        Ok(row.as_ref().map(user_from_row).transpose()?)
+    }
+
+    async fn find_by_id(&self, id: &str) -> Result<Option<User>, DirectoryError> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1");
+        let row = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await?;
+        Ok(row.as_ref().map(user_from_row).transpose()?)
+    }
+
+    async fn list(&self) -> Result<Vec<User>, DirectoryError> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY login_id_key");
+        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(user_from_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn create(&self, user: NewUser, now: i64) -> Result<User, DirectoryError> {
+        let login_id_key = identifier_key(&user.login_id)?;
+        let email_key = identifier_key(&user.email)?;
+
+        let mut tx = self.pool.begin().await?;
+        if holder_of_key(&mut tx, &login_id_key).await?.is_some() {
+            return Err(DirectoryError::Duplicate { field: "login ID", value: user.login_id });
+        }
+        if holder_of_key(&mut tx, &email_key).await?.is_some() {
+            return Err(DirectoryError::Duplicate { field: "email", value: user.email });
+        }
+
+        let id = uuid::Uuid::new_v4().to_string();
+        sqlx::query(
+            "INSERT INTO users (id, login_id, login_id_key, email, email_key, first_name, \
+             last_name, password_hash, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+        )
+        .bind(&id)
+        .bind(user.login_id.trim())
+        .bind(&login_id_key)
+        .bind(user.email.trim())
+        .bind(&email_key)
+        .bind(user.first_name.trim())
+        .bind(user.last_name.trim())
+        .bind(&user.password_hash)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+
+        self.find_by_id(&id).await?.ok_or(DirectoryError::UnknownUser(id))
+    }
+
+    async fn set_password(
+        &self,
+        id: &str,
+        password_hash: &str,
+        must_change: bool,
+        now: i64,
+    ) -> Result<(), DirectoryError> {
+        let result = sqlx::query(
+            "UPDATE users SET password_hash = ?2, must_change_password = ?3, updated_at = ?4 \
+             WHERE id = ?1",
+        )
+        .bind(id)
+        .bind(password_hash)
+        .bind(must_change)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        if result.rows_affected() == 0 {
+            return Err(DirectoryError::UnknownUser(id.to_owned()));
+        }
+        Ok(())
+    }
+
+    async fn set_totp(
+        &self,
+        id: &str,
+        secret: Option<&str>,
+        recovery_code_hashes: &[String],
+        now: i64,
+    ) -> Result<(), DirectoryError> {
+        let mut tx = self.pool.begin().await?;
+        let result = sqlx::query(
+            "UPDATE users SET totp_secret = ?2, totp_last_step = NULL, updated_at = ?3 \
+             WHERE id = ?1",
+        )
+        .bind(id)
+        .bind(secret)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if result.rows_affected() == 0 {
+            return Err(DirectoryError::UnknownUser(id.to_owned()));
+        }
+        sqlx::query("DELETE FROM recovery_codes WHERE user_id = ?1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        for code_hash in recovery_code_hashes {
+            sqlx::query("INSERT INTO recovery_codes (user_id, code_hash) VALUES (?1, ?2)")
+                .bind(id)
+                .bind(code_hash)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn consume_totp_step(&self, id: &str, step: i64) -> Result<bool, DirectoryError> {
+        // One conditional UPDATE, so two requests racing with the same code
+        // cannot both succeed.
+        let result = sqlx::query(
+            "UPDATE users SET totp_last_step = ?2 \
+             WHERE id = ?1 AND (totp_last_step IS NULL OR totp_last_step < ?2)",
+        )
+        .bind(id)
+        .bind(step)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn consume_recovery_code(
+        &self,
+        id: &str,
+        code_hash: &str,
+        now: i64,
+    ) -> Result<bool, DirectoryError> {
+        let result = sqlx::query(
+            "UPDATE recovery_codes SET used_at = ?3 \
+             WHERE user_id = ?1 AND code_hash = ?2 AND used_at IS NULL",
+        )
+        .bind(id)
+        .bind(code_hash)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn remaining_recovery_codes(&self, id: &str) -> Result<u32, DirectoryError> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM recovery_codes WHERE user_id = ?1 AND used_at IS NULL",
+        )
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u32::try_from(count).unwrap_or(0))
+    }
+
+    async fn record_login(&self, id: &str, now: i64) -> Result<(), DirectoryError> {
+        sqlx::query("UPDATE users SET last_login_at = ?2 WHERE id = ?1")
+            .bind(id)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl FailureStore for SqliteDirectory {
+    async fn failures(&self, subject_key: &str) -> Result<FailureRecord, DirectoryError> {
+        let row = sqlx::query("SELECT failures, locked_until FROM login_failures WHERE subject_key = ?1")
+            .bind(subject_key)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else {
+            return Ok(FailureRecord::default());
+        };
+        let failures: i64 = row.try_get("failures")?;
+        Ok(FailureRecord {
+            failures: u32::try_from(failures).unwrap_or(u32::MAX),
+            locked_until: row.try_get("locked_until")?,
+        })
+    }
+
+    async fn save_failures(
+        &self,
+        subject_key: &str,
+        record: FailureRecord,
+        now: i64,
+    ) -> Result<(), DirectoryError> {
+        sqlx::query(
+            "INSERT INTO login_failures (subject_key, failures, locked_until, last_failure) \
+             VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (subject_key) DO UPDATE SET failures = ?2, locked_until = ?3, \
+             last_failure = ?4",
+        )
+        .bind(subject_key)
+        .bind(i64::from(record.failures))
+        .bind(record.locked_until)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn clear_failures(&self, subject_key: &str) -> Result<(), DirectoryError> {
+        sqlx::query("DELETE FROM login_failures WHERE subject_key = ?1")
+            .bind(subject_key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl AuditLog for SqliteDirectory {
+    async fn append(&self, event: AuditEvent, now: i64) -> Result<(), DirectoryError> {
+        sqlx::query(
+            "INSERT INTO audit_events (at, kind, outcome, user_id, identifier, client_ip, detail) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .bind(now)
+        .bind(event.kind)
+        .bind(event.outcome)
+        .bind(event.user_id)
+        .bind(event.identifier)
+        .bind(event.client_ip)
+        .bind(event.detail)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db;
+
+    async fn directory() -> SqliteDirectory {
+        let pool = db::connect_sqlite("sqlite::memory:").await.unwrap();
+        SqliteDirectory::new(pool)
+    }
+
+    fn jane() -> NewUser {
+        NewUser {
+            login_id: "jdoe".into(),
+            email: "Jane.Doe@Example.com".into(),
+            first_name: "Jane".into(),
+            last_name: "Doe".into(),
+            password_hash: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn create_then_find_by_either_identifier() {
+        let dir = directory().await;
+        let created = dir.create(jane(), 10).await.unwrap();
+        let by_email = dir.find_by_key("jane.doe@example.com").await.unwrap().unwrap();
+        let by_login = dir.find_by_key("jdoe").await.unwrap().unwrap();
+        assert_eq!(by_email.id, created.id);
+        assert_eq!(by_login.id, created.id);
+        assert_eq!(by_email.email, "Jane.Doe@Example.com");
+    }
+
+    #[tokio::test]
+    async fn create_rejects_duplicate_email_and_login() {
+        let dir = directory().await;
+        dir.create(jane(), 10).await.unwrap();
+
+        let same_email = NewUser { login_id: "other".into(), email: "JANE.DOE@example.com".into(), ..jane() };
+        let err = dir.create(same_email, 11).await.unwrap_err();
+        assert!(matches!(err, DirectoryError::Duplicate { field: "email", .. }), "{err}");
+
+        let login_is_email = NewUser { login_id: "jane.doe@example.com".into(), email: "x@example.com".into(), ..jane() };
+        let err = dir.create(login_is_email, 11).await.unwrap_err();
+        assert!(matches!(err, DirectoryError::Duplicate { field: "login ID", .. }), "{err}");
+
+        assert_eq!(dir.list().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn totp_step_is_single_use() {
+        let dir = directory().await;
+        let user = dir.create(jane(), 10).await.unwrap();
+        dir.set_totp(&user.id, Some("SECRET"), &[], 10).await.unwrap();
+        assert!(dir.consume_totp_step(&user.id, 100).await.unwrap());
+        assert!(!dir.consume_totp_step(&user.id, 100).await.unwrap());
+        assert!(!dir.consume_totp_step(&user.id, 99).await.unwrap());
+        assert!(dir.consume_totp_step(&user.id, 101).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn recovery_code_is_single_use() {
+        let dir = directory().await;
+        let user = dir.create(jane(), 10).await.unwrap();
+        dir.set_totp(&user.id, Some("SECRET"), &["h1".into(), "h2".into()], 10).await.unwrap();
+        assert!(dir.consume_recovery_code(&user.id, "h1", 20).await.unwrap());
+        assert!(!dir.consume_recovery_code(&user.id, "h1", 21).await.unwrap());
+        assert!(!dir.consume_recovery_code(&user.id, "nope", 21).await.unwrap());
+        assert_eq!(dir.remaining_recovery_codes(&user.id).await.unwrap(), 1);
+    }
+}

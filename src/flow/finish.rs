@@ -1,0 +1,48 @@
+//! The end of a successful flow: a fresh session id, the audit record, and
+//! the redirect to where the user was going.
+
+use axum::response::{IntoResponse, Redirect, Response};
+use tower_sessions::Session;
+
+use super::state::LoginFlow;
+use crate::directory::{AuditEvent, User};
+use crate::error::AppError;
+use crate::session::SignedIn;
+use crate::state::AppState;
+
+pub async fn complete_sign_in(
+    state: &AppState,
+    session: &Session,
+    flow: &LoginFlow,
+    user: &User,
+    methods: &[&str],
+    client_ip: Option<String>,
+) -> Result<Response, AppError> {
+    let now = state.clock.now();
+    state.failures.clear_failures(&flow.lockout_key).await?;
+    state.users.record_login(&user.id, now).await?;
+
+    // A new id defeats session fixation: an id planted before sign-in is
+    // worthless after it.
+    session.cycle_id().await?;
+    LoginFlow::clear(session).await?;
+    let signed_in = SignedIn {
+        user_id: user.id.clone(),
+        authenticated_at: now,
+        methods: methods.iter().map(|method| (*method).to_owned()).collect(),
+    };
+    signed_in.save(session).await?;
+
+    tracing::info!(user.id = %user.id, methods = ?methods, "user signed in");
+    state
+        .record(AuditEvent {
+            kind: "login",
+            outcome: "success",
+            user_id: Some(user.id.clone()),
+            identifier: Some(flow.identifier.clone()),
+            client_ip,
+            detail: Some(methods.join("+")),
+        })
+        .await;
+    Ok(Redirect::to(&flow.return_to).into_response())
+}

@@ -1,0 +1,36 @@
+//! The email-first login flow.
+//!
+//! States, kept server-side in the session under one key:
+//!
+//! ```text
+//! (none) --identify--> Password --password ok, TOTP enrolled--> SecondFactor
+//!                         |                                        |
+//!                         +--password ok, no second factor--+      +--code ok--+
+//!                                                           v                  v
+//!                                                        signed in (session id cycled)
+//! ```
+//!
+//! The identifier step never reveals whether a user exists: every identifier
+//! goes on to the password step, and failures there read the same whether the
+//! user is unknown or the password is wrong.
+
+mod attempts;
+mod finish;
+mod identify;
+mod otp;
+mod password;
+mod state;
+
+use axum::routing::get;
+use axum::Router;
+
+use crate::state::AppState;
+
+pub use state::LoginFlow;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/login", get(identify::show).post(identify::submit))
+        .route("/login/password", get(password::show).post(password::submit))
+        .route("/login/otp", get(otp::show).post(otp::submit))
+}

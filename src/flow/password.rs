@@ -1,0 +1,95 @@
+//! Step 2: the password.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use secrecy::SecretString;
+use serde::Deserialize;
+use tower_sessions::Session;
+
+use super::attempts::{lock_message, record_failure};
+use super::finish::complete_sign_in;
+use super::state::{LoginFlow, Step};
+use crate::error::AppError;
+use crate::state::AppState;
+use crate::web::csrf;
+use crate::web::extract::ClientIp;
+use crate::web::pages::{render, PasswordPage};
+
+/// The one message for an unknown identifier and a wrong password alike.
+const WRONG_CREDENTIALS: &str =
+    "The email address, login ID or password is incorrect. Check them and try again.";
+const ACCOUNT_DISABLED: &str =
+    "This account is disabled. Ask your administrator to enable it.";
+
+pub async fn show(State(state): State<AppState>, session: Session) -> Result<Response, AppError> {
+    let flow = match LoginFlow::load_at(&session, &state, Step::Password).await? {
+        Ok(flow) => flow,
+        Err(redirect) => return Ok(redirect),
+    };
+    page(&session, &flow, StatusCode::OK, None).await
+}
+
+#[derive(Deserialize)]
+pub struct PasswordForm {
+    password: SecretString,
+}
+
+pub async fn submit(
+    State(state): State<AppState>,
+    session: Session,
+    ClientIp(client_ip): ClientIp,
+    Form(form): Form<PasswordForm>,
+) -> Result<Response, AppError> {
+    let mut flow = match LoginFlow::load_at(&session, &state, Step::Password).await? {
+        Ok(flow) => flow,
+        Err(redirect) => return Ok(redirect),
+    };
+
+    if let Some(message) = lock_message(&state, &flow).await? {
+        record_failure(&state, &flow, "login.password", "locked", client_ip).await?;
+        return page(&session, &flow, StatusCode::TOO_MANY_REQUESTS, Some(&message)).await;
+    }
+
+    let user = match &flow.user_id {
+        Some(id) => state.users.find_by_id(id).await?,
+        None => None,
+    };
+    let verified = state.local_password.authenticate(user.as_ref(), form.password).await;
+    let user = match user {
+        Some(user) if verified => user,
+        other => {
+            let reason = if other.is_some() { "wrong password" } else { "unknown identifier" };
+            let locked = record_failure(&state, &flow, "login.password", reason, client_ip).await?;
+            let message = locked.as_deref().unwrap_or(WRONG_CREDENTIALS);
+            return page(&session, &flow, StatusCode::UNAUTHORIZED, Some(message)).await;
+        }
+    };
+
+    if !user.active {
+        record_failure(&state, &flow, "login.password", "account disabled", client_ip).await?;
+        return page(&session, &flow, StatusCode::FORBIDDEN, Some(ACCOUNT_DISABLED)).await;
+    }
+    if user.has_second_factor() {
+        flow.step = Step::SecondFactor;
+        flow.save(&session).await?;
+        return Ok(Redirect::to("/login/otp").into_response());
+    }
+    complete_sign_in(&state, &session, &flow, &user, &["password"], client_ip).await
+}
+
+async fn page(
+    session: &Session,
+    flow: &LoginFlow,
+    status: StatusCode,
+    error: Option<&str>,
+) -> Result<Response, AppError> {
+    let page = PasswordPage {
+        csrf_token: &csrf::token(session).await?,
+        identifier: &flow.identifier,
+        restart_url: &flow.restart_url(),
+        error,
+    };
+    render(status, &page)
+}

@@ -1,0 +1,88 @@
+//! `serve`: builds the state, binds the listener and runs until a signal.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum_server::tls_rustls::RustlsConfig;
+use axum_server::Handle;
+
+use crate::config::Config;
+use crate::state::AppState;
+use crate::{db, session, web};
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let pool = db::connect_sqlite(&config.database_url).await?;
+    let (sessions, session_store) = session::layer(pool.clone(), &config).await?;
+    let state = AppState::new(config.clone(), pool)?;
+    let user_count = state.users.list().await?.len();
+
+    tokio::spawn(session::delete_expired(session_store));
+    let limiter = state.rate_limiter.clone();
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            interval.tick().await;
+            limiter.forget_idle();
+        }
+    });
+
+    let app = web::app(state, sessions).into_make_service_with_connect_info::<SocketAddr>();
+    let handle = Handle::new();
+    tokio::spawn(shutdown_on_signal(handle.clone()));
+
+    let public_url = config.public_url();
+    let listener = std::net::TcpListener::bind(config.listen)
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    listener.set_nonblocking(true)?;
+    let local_address = listener.local_addr()?;
+    tracing::info!(
+        listen = %local_address,
+        url = %public_url.join("login").map_or_else(|_| public_url.to_string(), |url| url.to_string()),
+        database = %config.database_url,
+        "unified-login is listening; open the url to sign in"
+    );
+    if user_count == 0 {
+        tracing::info!(
+            "no users yet: add one with `unified-login user add --login-id jdoe --email jdoe@example.com --first-name Jane --last-name Doe`"
+        );
+    }
+
+    match &config.tls {
+        Some(tls) => {
+            // Only the ring provider is compiled in; installing it twice is harmless.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let tls_config = RustlsConfig::from_pem_file(&tls.cert, &tls.key)
+                .await
+                .with_context(|| format!("cannot load TLS certificate {} and key {}", tls.cert.display(), tls.key.display()))?;
+            axum_server::from_tcp_rustls(listener, tls_config).handle(handle).serve(app).await?;
+        }
+        None => axum_server::from_tcp(listener).handle(handle).serve(app).await?,
+    }
+    tracing::info!("unified-login stopped");
+    Ok(())
+}
+
+async fn shutdown_on_signal(handle: Handle) {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutting down: finishing requests in progress");
+    handle.graceful_shutdown(Some(Duration::from_secs(10)));
+}

@@ -1,0 +1,58 @@
+//! Shared application state handed to every request handler.
+
+use std::sync::Arc;
+
+use sqlx::SqlitePool;
+use url::Url;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::connector::local::LocalPassword;
+use crate::connector::PasswordAuthenticator;
+use crate::credentials::lockout::LockoutPolicy;
+use crate::credentials::password::PasswordHasher;
+use crate::directory::sqlite::SqliteDirectory;
+use crate::directory::{AuditEvent, AuditLog, FailureStore, UserStore};
+use crate::web::rate_limit::IpRateLimiter;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub public_url: Url,
+    pub users: Arc<dyn UserStore>,
+    pub failures: Arc<dyn FailureStore>,
+    pub audit: Arc<dyn AuditLog>,
+    pub passwords: PasswordHasher,
+    pub local_password: Arc<dyn PasswordAuthenticator>,
+    pub lockout: LockoutPolicy,
+    pub rate_limiter: IpRateLimiter,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl AppState {
+    pub fn new(config: Config, pool: SqlitePool) -> anyhow::Result<Self> {
+        let directory = Arc::new(SqliteDirectory::new(pool));
+        let passwords = PasswordHasher::new(&config.password)?;
+        Ok(Self {
+            public_url: config.public_url(),
+            users: directory.clone(),
+            failures: directory.clone(),
+            audit: directory,
+            local_password: Arc::new(LocalPassword::new(passwords.clone())),
+            passwords,
+            lockout: LockoutPolicy::from(&config.lockout),
+            rate_limiter: IpRateLimiter::new(&config.rate_limit),
+            clock: Arc::new(SystemClock),
+            config: Arc::new(config),
+        })
+    }
+
+    /// Appends to the audit log. A failure to write is logged, not returned,
+    /// because the user's request should not fail for it.
+    pub async fn record(&self, event: AuditEvent) {
+        let kind = event.kind;
+        if let Err(error) = self.audit.append(event, self.clock.now()).await {
+            tracing::error!(%error, kind, "writing the audit log failed");
+        }
+    }
+}

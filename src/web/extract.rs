@@ -1,0 +1,70 @@
+//! Request extractors shared by the web handlers.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Redirect, Response};
+use tower_sessions::Session;
+
+use crate::directory::User;
+use crate::error::AppError;
+use crate::session::SignedIn;
+use crate::state::AppState;
+
+/// The signed-in user of this browser. Without one, the request is sent to
+/// the sign-in page, which brings the browser back here afterwards.
+pub struct CurrentUser {
+    pub user: User,
+    pub signed_in: SignedIn,
+    pub session: Session,
+}
+
+impl FromRequestParts<AppState> for CurrentUser {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let session = Session::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let signed_in = SignedIn::load(&session).await.map_err(IntoResponse::into_response)?;
+        let Some(signed_in) = signed_in else {
+            return Err(redirect_to_login(parts));
+        };
+        let user = state
+            .users
+            .find_by_id(&signed_in.user_id)
+            .await
+            .map_err(|error| AppError::from(error).into_response())?;
+        match user {
+            Some(user) if user.active => Ok(Self { user, signed_in, session }),
+            // The account was removed or disabled since sign-in.
+            _ => {
+                session.flush().await.map_err(|error| AppError::from(error).into_response())?;
+                Err(redirect_to_login(parts))
+            }
+        }
+    }
+}
+
+fn redirect_to_login(parts: &Parts) -> Response {
+    let path = parts.uri.path_and_query().map_or("/", |value| value.as_str());
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("return_to", path)
+        .finish();
+    Redirect::to(&format!("/login?{query}")).into_response()
+}
+
+/// The client's IP address as seen by this server, when the listener records
+/// it (it does in `serve`; in-process tests may run without it).
+pub struct ClientIp(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let address = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|info| info.0.ip().to_string());
+        Ok(Self(address))
+    }
+}

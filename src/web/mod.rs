@@ -1,0 +1,96 @@
+//! HTTP surface: router composition, middleware order, static files and
+//! health endpoints.
+
+pub mod csrf;
+pub mod extract;
+pub mod headers;
+pub mod pages;
+pub mod rate_limit;
+pub mod return_to;
+
+use axum::extract::State;
+use axum::http::{header, HeaderName, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{middleware, Router};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use tower_sessions::SessionManagerLayer;
+use tower_sessions_sqlx_store::SqliteStore;
+
+use crate::error::AppError;
+use crate::state::AppState;
+use crate::{account, flow};
+
+const STYLESHEET: &str = include_str!("../../static/style.css");
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Builds the whole application router.
+pub fn app(state: AppState, sessions: SessionManagerLayer<SqliteStore>) -> Router {
+    // Layers run outside-in in the reverse order of the `.layer` calls below:
+    // request id → trace → security headers → session → rate limit → CSRF → handler.
+    let browser = Router::new()
+        .merge(flow::routes())
+        .merge(account::routes())
+        .layer(middleware::from_fn_with_state(state.clone(), csrf::verify))
+        .layer(middleware::from_fn_with_state(state.clone(), rate_limit::limit_posts))
+        .layer(sessions);
+
+    Router::new()
+        .merge(browser)
+        .route("/static/style.css", get(stylesheet))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), headers::security_headers))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &axum::extract::Request| {
+                let request_id = request
+                    .headers()
+                    .get(&REQUEST_ID)
+                    .and_then(|value| value.to_str().ok())
+                    .unwrap_or("-");
+                // The path only: query strings can carry a login hint (an email address).
+                tracing::info_span!(
+                    "request",
+                    method = %request.method(),
+                    path = %request.uri().path(),
+                    request.id = %request_id,
+                )
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(state)
+}
+
+async fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        STYLESHEET,
+    )
+        .into_response()
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Ready when the database answers; a load balancer stops sending sign-ins
+/// to an instance whose database is gone.
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.users.find_by_key("readiness-probe").await {
+        Ok(_) => (StatusCode::OK, "ready").into_response(),
+        Err(error) => {
+            tracing::warn!(%error, "readiness check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
+        }
+    }
+}
+
+async fn not_found() -> AppError {
+    AppError::NotFound
+}

@@ -1,0 +1,76 @@
+//! Page templates, one struct per page in `templates/`.
+
+use askama::Template;
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+
+use crate::error::AppError;
+
+/// Renders `page` as an HTML response with `status`.
+pub fn render(status: StatusCode, page: &impl Template) -> Result<Response, AppError> {
+    let html = page.render().map_err(|error| anyhow::anyhow!("template rendering failed: {error}"))?;
+    Ok((status, Html(html)).into_response())
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+pub struct ErrorPage<'a> {
+    pub title: &'a str,
+    pub message: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+pub struct IdentifyPage<'a> {
+    pub csrf_token: &'a str,
+    pub identifier: &'a str,
+    pub return_to: &'a str,
+    pub notice: Option<&'a str>,
+    pub error: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "password.html")]
+pub struct PasswordPage<'a> {
+    pub csrf_token: &'a str,
+    pub identifier: &'a str,
+    pub restart_url: &'a str,
+    pub error: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "otp.html")]
+pub struct OtpPage<'a> {
+    pub csrf_token: &'a str,
+    pub restart_url: &'a str,
+    pub error: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "account.html")]
+pub struct AccountPage<'a> {
+    pub csrf_token: &'a str,
+    pub display_name: &'a str,
+    pub email: &'a str,
+    pub login_id: &'a str,
+    pub method: &'a str,
+    pub totp_enrolled: bool,
+    pub recovery_codes_left: u32,
+    pub notice: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "totp_enroll.html")]
+pub struct TotpEnrollPage<'a> {
+    pub csrf_token: &'a str,
+    pub qr_data_url: &'a str,
+    pub secret: &'a str,
+    pub otpauth_uri: &'a str,
+    pub error: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "recovery_codes.html")]
+pub struct RecoveryCodesPage<'a> {
+    pub codes: &'a [String],
+}
