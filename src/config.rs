@@ -6,9 +6,9 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
-use figment::providers::{Env, Format, Serialized, Toml};
+use anyhow::{Context, bail};
 use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
@@ -114,32 +114,50 @@ impl Default for Config {
 
 impl Default for SessionConfig {
     fn default() -> Self {
-        Self { idle_minutes: 480, login_minutes: 15 }
+        Self {
+            idle_minutes: 480,
+            login_minutes: 15,
+        }
     }
 }
 
 impl Default for LockoutConfig {
     fn default() -> Self {
-        Self { threshold: 5, base_seconds: 30, max_seconds: 900 }
+        Self {
+            threshold: 5,
+            base_seconds: 30,
+            max_seconds: 900,
+        }
     }
 }
 
 impl Default for RateLimitConfig {
     fn default() -> Self {
-        Self { per_ip_per_minute: 30, burst: 10 }
+        Self {
+            per_ip_per_minute: 30,
+            burst: 10,
+        }
     }
 }
 
 impl Default for PasswordConfig {
     // OWASP's minimum for Argon2id: 19 MiB of memory, two iterations, one lane.
     fn default() -> Self {
-        Self { memory_kib: 19 * 1024, iterations: 2, parallelism: 1, workers: 0 }
+        Self {
+            memory_kib: 19 * 1024,
+            iterations: 2,
+            parallelism: 1,
+            workers: 0,
+        }
     }
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { filter: "info".to_owned(), format: LogFormat::Text }
+        Self {
+            filter: "info".to_owned(),
+            format: LogFormat::Text,
+        }
     }
 }
 
@@ -157,7 +175,10 @@ impl Config {
         figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
 
         let config: Config = figment.extract().map_err(|error| {
-            anyhow::anyhow!("invalid configuration: {}", error.to_string().replace('\n', "; "))
+            anyhow::anyhow!(
+                "invalid configuration: {}",
+                error.to_string().replace('\n', "; ")
+            )
         })?;
         config.validate()?;
         Ok(config)

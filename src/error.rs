@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use askama::Template;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
 use crate::directory::DirectoryError;

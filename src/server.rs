@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum_server::tls_rustls::RustlsConfig;
 use axum_server::Handle;
+use axum_server::tls_rustls::RustlsConfig;
 
 use crate::config::Config;
 use crate::state::AppState;
@@ -54,10 +54,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             let _ = rustls::crypto::ring::default_provider().install_default();
             let tls_config = RustlsConfig::from_pem_file(&tls.cert, &tls.key)
                 .await
-                .with_context(|| format!("cannot load TLS certificate {} and key {}", tls.cert.display(), tls.key.display()))?;
-            axum_server::from_tcp_rustls(listener, tls_config).handle(handle).serve(app).await?;
+                .with_context(|| {
+                    format!(
+                        "cannot load TLS certificate {} and key {}",
+                        tls.cert.display(),
+                        tls.key.display()
+                    )
+                })?;
+            axum_server::from_tcp_rustls(listener, tls_config)
+                .handle(handle)
+                .serve(app)
+                .await?;
         }
-        None => axum_server::from_tcp(listener).handle(handle).serve(app).await?,
+        None => {
+            axum_server::from_tcp(listener)
+                .handle(handle)
+                .serve(app)
+                .await?
+        }
     }
     tracing::info!("unified-login stopped");
     Ok(())

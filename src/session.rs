@@ -57,7 +57,10 @@ pub async fn layer(
 
 /// Deletes expired sessions from the store once a minute, for ever.
 pub async fn delete_expired(store: SqliteStore) {
-    if let Err(error) = store.continuously_delete_expired(Duration::from_secs(60)).await {
+    if let Err(error) = store
+        .continuously_delete_expired(Duration::from_secs(60))
+        .await
+    {
         tracing::error!(%error, "deleting expired sessions stopped");
     }
 }

@@ -7,8 +7,8 @@ use url::Url;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::connector::local::LocalPassword;
 use crate::connector::PasswordAuthenticator;
+use crate::connector::local::LocalPassword;
 use crate::credentials::lockout::LockoutPolicy;
 use crate::credentials::password::PasswordHasher;
 use crate::directory::sqlite::SqliteDirectory;

@@ -3,11 +3,11 @@
 
 mod totp;
 
+use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::Router;
 use tower_sessions::Session;
 
 use crate::directory::AuditEvent;
@@ -16,7 +16,7 @@ use crate::session::SignedIn;
 use crate::state::AppState;
 use crate::web::csrf;
 use crate::web::extract::CurrentUser;
-use crate::web::pages::{render, AccountPage};
+use crate::web::pages::{AccountPage, render};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -27,12 +27,20 @@ pub fn routes() -> Router<AppState> {
 }
 
 async fn home(session: Session) -> Result<Response, AppError> {
-    let target = if SignedIn::load(&session).await?.is_some() { "/account" } else { "/login" };
+    let target = if SignedIn::load(&session).await?.is_some() {
+        "/account"
+    } else {
+        "/login"
+    };
     Ok(Redirect::to(target).into_response())
 }
 
 async fn show(State(state): State<AppState>, current: CurrentUser) -> Result<Response, AppError> {
-    let CurrentUser { user, signed_in, session } = current;
+    let CurrentUser {
+        user,
+        signed_in,
+        session,
+    } = current;
     let recovery_codes_left = if user.has_second_factor() {
         state.users.remaining_recovery_codes(&user.id).await?
     } else {

@@ -3,10 +3,10 @@
 //! The new secret stays in the session until the user proves, with a code,
 //! that their app has it; only then is it stored and recovery codes issued.
 
+use axum::Form;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Form;
 use data_encoding::BASE64;
 use serde::Deserialize;
 
@@ -16,7 +16,7 @@ use crate::error::AppError;
 use crate::state::AppState;
 use crate::web::csrf;
 use crate::web::extract::CurrentUser;
-use crate::web::pages::{render, RecoveryCodesPage, TotpEnrollPage};
+use crate::web::pages::{RecoveryCodesPage, TotpEnrollPage, render};
 
 const PENDING_SECRET_KEY: &str = "account.pending_totp_secret";
 
@@ -57,7 +57,13 @@ pub async fn confirm(
         .map_err(anyhow::Error::from)?;
     let Some(step) = step else {
         let message = "That code does not match. Check that the app shows the account you just added, and enter its current code.";
-        return enrol_page(&current, &secret, StatusCode::UNPROCESSABLE_ENTITY, Some(message)).await;
+        return enrol_page(
+            &current,
+            &secret,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some(message),
+        )
+        .await;
     };
 
     let codes = recovery::generate_codes();
@@ -66,9 +72,15 @@ pub async fn confirm(
         .filter_map(|code| recovery::normalize(code))
         .map(|canonical| recovery::digest(&canonical))
         .collect();
-    state.users.set_totp(&current.user.id, Some(&secret), &digests, now).await?;
+    state
+        .users
+        .set_totp(&current.user.id, Some(&secret), &digests, now)
+        .await?;
     // The enrolment code counts as used, so it cannot also sign someone in.
-    state.users.consume_totp_step(&current.user.id, i64::try_from(step).unwrap_or(i64::MAX)).await?;
+    state
+        .users
+        .consume_totp_step(&current.user.id, i64::try_from(step).unwrap_or(i64::MAX))
+        .await?;
     current.session.remove::<String>(PENDING_SECRET_KEY).await?;
 
     tracing::info!(user.id = %current.user.id, "TOTP enrolled");
@@ -90,7 +102,10 @@ async fn enrol_page(
     error: Option<&str>,
 ) -> Result<Response, AppError> {
     let uri = totp::otpauth_uri(secret, &current.user.email).map_err(anyhow::Error::from)?;
-    let qr_data_url = format!("data:image/svg+xml;base64,{}", BASE64.encode(totp::qr_svg(&uri).as_bytes()));
+    let qr_data_url = format!(
+        "data:image/svg+xml;base64,{}",
+        BASE64.encode(totp::qr_svg(&uri).as_bytes())
+    );
     let page = TotpEnrollPage {
         csrf_token: &csrf::token(&current.session).await?,
         qr_data_url: &qr_data_url,

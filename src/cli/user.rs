@@ -2,17 +2,19 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use clap::Subcommand;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::credentials::password::{check_strength, PasswordHasher};
+use crate::credentials::password::{PasswordHasher, check_strength};
 use crate::credentials::{recovery, totp};
 use crate::db;
 use crate::directory::sqlite::SqliteDirectory;
-use crate::directory::{identifier_key, parse_email, AuditEvent, AuditLog, NewUser, User, UserStore};
+use crate::directory::{
+    AuditEvent, AuditLog, NewUser, User, UserStore, identifier_key, parse_email,
+};
 
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
@@ -65,14 +67,21 @@ pub async fn run(config: &Config, command: UserCommand) -> anyhow::Result<()> {
         now: SystemClock.now(),
     };
     match command {
-        UserCommand::Add { login_id, email, first_name, last_name } => {
-            add(&context, login_id, email, first_name, last_name).await
-        }
+        UserCommand::Add {
+            login_id,
+            email,
+            first_name,
+            last_name,
+        } => add(&context, login_id, email, first_name, last_name).await,
         UserCommand::List => list(&context).await,
         UserCommand::Show { user } => show(&context, &user).await,
         UserCommand::SetPassword { user } => set_password(&context, &user).await,
-        UserCommand::Totp { command: TotpCommand::Enroll { user } } => totp_enroll(&context, &user).await,
-        UserCommand::Totp { command: TotpCommand::Reset { user } } => totp_reset(&context, &user).await,
+        UserCommand::Totp {
+            command: TotpCommand::Enroll { user },
+        } => totp_enroll(&context, &user).await,
+        UserCommand::Totp {
+            command: TotpCommand::Reset { user },
+        } => totp_reset(&context, &user).await,
     }
 }
 
@@ -95,25 +104,48 @@ async fn add(
 
     // Check uniqueness before asking for a password, so a typo costs no typing.
     for (flag, value) in [("--login-id", &login_id), ("--email", &email)] {
-        if context.directory.find_by_key(&identifier_key(value)?).await?.is_some() {
+        if context
+            .directory
+            .find_by_key(&identifier_key(value)?)
+            .await?
+            .is_some()
+        {
             bail!("{flag} '{value}' is already used by another user");
         }
     }
 
-    let password = read_new_password(&[&login_id, &email, &first_name, &last_name])?;
+    let full_name = format!("{first_name}{last_name}");
+    let password = read_new_password(&[&login_id, &email, &first_name, &last_name, &full_name])?;
     let password_hash = context.hasher.hash(password).await?;
     let user = context
         .directory
-        .create(NewUser { login_id, email, first_name, last_name, password_hash: Some(password_hash) }, context.now)
+        .create(
+            NewUser {
+                login_id,
+                email,
+                first_name,
+                last_name,
+                password_hash: Some(password_hash),
+            },
+            context.now,
+        )
         .await?;
     audit(context, "user.create", &user).await?;
-    println!("Added user {} ({} <{}>)", user.login_id, user.display_name(), user.email);
+    println!(
+        "Added user {} ({} <{}>)",
+        user.login_id,
+        user.display_name(),
+        user.email
+    );
     Ok(())
 }
 
 async fn list(context: &Context_) -> anyhow::Result<()> {
     let users = context.directory.list().await?;
-    println!("{:<24} {:<32} {:<24} {:<7} {:<6} {:<6}", "LOGIN ID", "EMAIL", "NAME", "CL AUTH", "TOTP", "ACTIVE");
+    println!(
+        "{:<24} {:<32} {:<24} {:<7} {:<6} {:<6}",
+        "LOGIN ID", "EMAIL", "NAME", "CL AUTH", "TOTP", "ACTIVE"
+    );
     for user in &users {
         println!(
             "{:<24} {:<32} {:<24} {:<7} {:<6} {:<6}",
@@ -141,15 +173,29 @@ async fn show(context: &Context_, identifier: &str) -> anyhow::Result<()> {
     println!("TOTP:           {}", yes_no(user.has_second_factor()));
     println!("recovery codes: {recovery_left} unused");
     println!("created:        {}", format_time(user.created_at));
-    println!("last sign-in:   {}", user.last_login_at.map_or_else(|| "never".to_owned(), format_time));
+    println!(
+        "last sign-in:   {}",
+        user.last_login_at
+            .map_or_else(|| "never".to_owned(), format_time)
+    );
     Ok(())
 }
 
 async fn set_password(context: &Context_, identifier: &str) -> anyhow::Result<()> {
     let user = find(context, identifier).await?;
-    let password = read_new_password(&[&user.login_id, &user.email, &user.first_name, &user.last_name])?;
+    let full_name = format!("{}{}", user.first_name, user.last_name);
+    let password = read_new_password(&[
+        &user.login_id,
+        &user.email,
+        &user.first_name,
+        &user.last_name,
+        &full_name,
+    ])?;
     let hash = context.hasher.hash(password).await?;
-    context.directory.set_password(&user.id, &hash, false, context.now).await?;
+    context
+        .directory
+        .set_password(&user.id, &hash, false, context.now)
+        .await?;
     audit(context, "user.set_password", &user).await?;
     println!("Password set for {}", user.login_id);
     Ok(())
@@ -167,9 +213,15 @@ async fn totp_enroll(context: &Context_, identifier: &str) -> anyhow::Result<()>
     let secret = totp::generate_secret();
     let uri = totp::otpauth_uri(&secret, &user.email)?;
     let codes = recovery::generate_codes();
-    let digests: Vec<String> =
-        codes.iter().filter_map(|code| recovery::normalize(code)).map(|code| recovery::digest(&code)).collect();
-    context.directory.set_totp(&user.id, Some(&secret), &digests, context.now).await?;
+    let digests: Vec<String> = codes
+        .iter()
+        .filter_map(|code| recovery::normalize(code))
+        .map(|code| recovery::digest(&code))
+        .collect();
+    context
+        .directory
+        .set_totp(&user.id, Some(&secret), &digests, context.now)
+        .await?;
     audit(context, "totp.enroll", &user).await?;
 
     println!("TOTP enrolled for {}.", user.login_id);
@@ -185,9 +237,15 @@ async fn totp_enroll(context: &Context_, identifier: &str) -> anyhow::Result<()>
 async fn totp_reset(context: &Context_, identifier: &str) -> anyhow::Result<()> {
     let user = find(context, identifier).await?;
     if !user.has_second_factor() {
-        bail!("user '{}' has no TOTP enrolled; nothing to reset", user.login_id);
+        bail!(
+            "user '{}' has no TOTP enrolled; nothing to reset",
+            user.login_id
+        );
     }
-    context.directory.set_totp(&user.id, None, &[], context.now).await?;
+    context
+        .directory
+        .set_totp(&user.id, None, &[], context.now)
+        .await?;
     audit(context, "totp.reset", &user).await?;
     println!("TOTP and recovery codes removed for {}", user.login_id);
     Ok(())
@@ -195,11 +253,12 @@ async fn totp_reset(context: &Context_, identifier: &str) -> anyhow::Result<()> 
 
 async fn find(context: &Context_, identifier: &str) -> anyhow::Result<User> {
     let key = identifier_key(identifier).with_context(|| format!("invalid user '{identifier}'"))?;
-    context
-        .directory
-        .find_by_key(&key)
-        .await?
-        .with_context(|| format!("no user has the login ID or email '{}'; see `unified-login user list`", identifier.trim()))
+    context.directory.find_by_key(&key).await?.with_context(|| {
+        format!(
+            "no user has the login ID or email '{}'; see `unified-login user list`",
+            identifier.trim()
+        )
+    })
 }
 
 async fn audit(context: &Context_, kind: &'static str, user: &User) -> anyhow::Result<()> {
@@ -218,20 +277,31 @@ async fn audit(context: &Context_, kind: &'static str, user: &User) -> anyhow::R
 /// terminal, or prompts twice, then applies the password policy.
 fn read_new_password(user_inputs: &[&str]) -> anyhow::Result<SecretString> {
     let password = if std::io::stdin().is_terminal() {
-        let first = rpassword::prompt_password("New password: ").context("cannot read the password")?;
-        let second = rpassword::prompt_password("Repeat password: ").context("cannot read the password")?;
+        let first =
+            rpassword::prompt_password("New password: ").context("cannot read the password")?;
+        let second =
+            rpassword::prompt_password("Repeat password: ").context("cannot read the password")?;
         if first != second {
             bail!("the two passwords differ; nothing was changed");
         }
         first
     } else {
         let mut line = String::new();
-        std::io::stdin().lock().read_line(&mut line).context("cannot read the password from standard input")?;
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("cannot read the password from standard input")?;
         line.trim_end_matches(['\r', '\n']).to_owned()
     };
     let password = SecretString::from(password);
-    let inputs: Vec<&str> = user_inputs.iter().flat_map(|input| input.split(['@', '.', ' '])).collect();
-    check_strength(password.expose_secret(), &inputs).map_err(|error| anyhow::anyhow!("{error}"))?;
+    // zxcvbn matches user inputs as whole words, so the parts of an email
+    // address count separately as well as together.
+    let inputs: Vec<&str> = user_inputs
+        .iter()
+        .flat_map(|input| std::iter::once(*input).chain(input.split(['@', '.', ' '])))
+        .collect();
+    check_strength(password.expose_secret(), &inputs)
+        .map_err(|error| anyhow::anyhow!("{error}"))?;
     std::io::stdout().flush().ok();
     Ok(password)
 }
@@ -243,6 +313,9 @@ fn yes_no(value: bool) -> &'static str {
 fn format_time(unix_seconds: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix_seconds)
         .ok()
-        .and_then(|at| at.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|at| {
+            at.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| unix_seconds.to_string())
 }

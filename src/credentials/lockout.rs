@@ -35,15 +35,23 @@ impl LockoutPolicy {
     pub fn after_failure(&self, record: FailureRecord, now: i64) -> FailureRecord {
         let failures = record.failures.saturating_add(1);
         if failures < self.threshold {
-            return FailureRecord { failures, locked_until: record.locked_until };
+            return FailureRecord {
+                failures,
+                locked_until: record.locked_until,
+            };
         }
-        FailureRecord { failures, locked_until: now + i64::from(self.lock_seconds(failures)) }
+        FailureRecord {
+            failures,
+            locked_until: now + i64::from(self.lock_seconds(failures)),
+        }
     }
 
     /// Length of the lock that the `failures`-th consecutive failure starts.
     pub fn lock_seconds(&self, failures: u32) -> u32 {
         let doublings = failures.saturating_sub(self.threshold).min(31);
-        self.base_seconds.saturating_mul(1u32 << doublings).min(self.max_seconds)
+        self.base_seconds
+            .saturating_mul(1u32 << doublings)
+            .min(self.max_seconds)
     }
 }
 
@@ -52,7 +60,11 @@ mod tests {
     use super::*;
 
     fn policy() -> LockoutPolicy {
-        LockoutPolicy::from(&LockoutConfig { threshold: 3, base_seconds: 30, max_seconds: 300 })
+        LockoutPolicy::from(&LockoutConfig {
+            threshold: 3,
+            base_seconds: 30,
+            max_seconds: 300,
+        })
     }
 
     #[test]
@@ -69,7 +81,10 @@ mod tests {
     #[test]
     fn lock_starts_at_threshold() {
         let policy = policy();
-        let record = FailureRecord { failures: 2, locked_until: 0 };
+        let record = FailureRecord {
+            failures: 2,
+            locked_until: 0,
+        };
         let locked = policy.after_failure(record, 1000);
         assert_eq!(locked.locked_until, 1030);
         assert_eq!(policy.remaining_lock(locked, 1000), Some(30));
@@ -91,7 +106,10 @@ mod tests {
     #[test]
     fn failure_count_saturates() {
         let policy = policy();
-        let record = FailureRecord { failures: u32::MAX, locked_until: 0 };
+        let record = FailureRecord {
+            failures: u32::MAX,
+            locked_until: 0,
+        };
         assert_eq!(policy.after_failure(record, 5).failures, u32::MAX);
     }
 }

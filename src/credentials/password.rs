@@ -20,8 +20,13 @@ pub const MAX_PASSWORD_CHARS: usize = 256;
 
 /// Builds Argon2id parameters from the configuration.
 pub fn argon2_params(config: &PasswordConfig) -> anyhow::Result<Params> {
-    Params::new(config.memory_kib, config.iterations, config.parallelism, None)
-        .map_err(|error| anyhow::anyhow!("{error}"))
+    Params::new(
+        config.memory_kib,
+        config.iterations,
+        config.parallelism,
+        None,
+    )
+    .map_err(|error| anyhow::anyhow!("{error}"))
 }
 
 #[derive(Clone)]
@@ -43,10 +48,17 @@ impl PasswordHasher {
         };
         let random_password: String = SaltString::generate(&mut OsRng).as_str().to_owned();
         let dummy_hash = argon2
-            .hash_password(random_password.as_bytes(), &SaltString::generate(&mut OsRng))
+            .hash_password(
+                random_password.as_bytes(),
+                &SaltString::generate(&mut OsRng),
+            )
             .map_err(|error| anyhow::anyhow!("argon2 self-test failed: {error}"))?
             .to_string();
-        Ok(Self { argon2, permits: Arc::new(Semaphore::new(workers)), dummy_hash: dummy_hash.into() })
+        Ok(Self {
+            argon2,
+            permits: Arc::new(Semaphore::new(workers)),
+            dummy_hash: dummy_hash.into(),
+        })
     }
 
     /// Hashes `password` into a PHC string with a fresh salt.
@@ -75,7 +87,9 @@ impl PasswordHasher {
                     tracing::error!("stored password hash is not a valid PHC string");
                     return false;
                 };
-                argon2.verify_password(password.expose_secret().as_bytes(), &parsed).is_ok()
+                argon2
+                    .verify_password(password.expose_secret().as_bytes(), &parsed)
+                    .is_ok()
             })
             .await
             .unwrap_or(false);
@@ -86,8 +100,14 @@ impl PasswordHasher {
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> anyhow::Result<T> {
-        let _permit = self.permits.acquire().await.context("password pool closed")?;
-        tokio::task::spawn_blocking(work).await.context("password worker panicked")
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .context("password pool closed")?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .context("password worker panicked")
     }
 }
 
@@ -122,7 +142,12 @@ pub fn check_strength(password: &str, user_inputs: &[&str]) -> Result<(), Passwo
         let reason = estimate
             .feedback()
             .and_then(|feedback| feedback.warning())
-            .map(|warning| format!(" ({})", warning.to_string().trim_end_matches('.').to_lowercase()))
+            .map(|warning| {
+                format!(
+                    " ({})",
+                    warning.to_string().trim_end_matches('.').to_lowercase()
+                )
+            })
             .unwrap_or_default();
         return Err(PasswordPolicyError::TooWeak(reason));
     }
@@ -134,7 +159,12 @@ mod tests {
     use super::*;
 
     fn fast_config() -> PasswordConfig {
-        PasswordConfig { memory_kib: 1024, iterations: 1, parallelism: 1, workers: 1 }
+        PasswordConfig {
+            memory_kib: 1024,
+            iterations: 1,
+            parallelism: 1,
+            workers: 1,
+        }
     }
 
     #[tokio::test]
@@ -142,15 +172,27 @@ mod tests {
         let hasher = PasswordHasher::new(&fast_config()).unwrap();
         let hash = hasher.hash("lantern-orbit-57-cobalt".into()).await.unwrap();
         assert!(hash.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"), "{hash}");
-        assert!(hasher.verify("lantern-orbit-57-cobalt".into(), Some(hash.clone())).await);
-        assert!(!hasher.verify("lantern-orbit-57-cobalT".into(), Some(hash)).await);
+        assert!(
+            hasher
+                .verify("lantern-orbit-57-cobalt".into(), Some(hash.clone()))
+                .await
+        );
+        assert!(
+            !hasher
+                .verify("lantern-orbit-57-cobalT".into(), Some(hash))
+                .await
+        );
     }
 
     #[tokio::test]
     async fn verify_without_hash_fails() {
         let hasher = PasswordHasher::new(&fast_config()).unwrap();
         assert!(!hasher.verify("anything at all".into(), None).await);
-        assert!(!hasher.verify("x".into(), Some("not a phc string".into())).await);
+        assert!(
+            !hasher
+                .verify("x".into(), Some("not a phc string".into()))
+                .await
+        );
     }
 
     #[test]
@@ -163,13 +205,22 @@ mod tests {
     #[test]
     fn strength_rejects_weak_passwords() {
         assert_eq!(check_strength("", &[]), Err(PasswordPolicyError::Empty));
-        assert_eq!(check_strength("Ab1!", &[]), Err(PasswordPolicyError::TooShort));
-        assert!(matches!(check_strength("password123", &[]), Err(PasswordPolicyError::TooWeak(_))));
+        assert_eq!(
+            check_strength("Ab1!", &[]),
+            Err(PasswordPolicyError::TooShort)
+        );
+        assert!(matches!(
+            check_strength("password123", &[]),
+            Err(PasswordPolicyError::TooWeak(_))
+        ));
         assert!(matches!(
             check_strength("janedoe2024", &["jane", "doe", "janedoe"]),
             Err(PasswordPolicyError::TooWeak(_))
         ));
-        assert_eq!(check_strength(&"x".repeat(300), &[]), Err(PasswordPolicyError::TooLong));
+        assert_eq!(
+            check_strength(&"x".repeat(300), &[]),
+            Err(PasswordPolicyError::TooLong)
+        );
     }
 
     #[test]

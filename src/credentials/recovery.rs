@@ -32,7 +32,9 @@ pub fn normalize(input: &str) -> Option<String> {
         .map(|c| c.to_ascii_lowercase())
         .collect();
     let valid = canonical.len() == CODE_CHARS
-        && canonical.bytes().all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b));
+        && canonical
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b));
     valid.then_some(canonical)
 }
 

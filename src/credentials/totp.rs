@@ -1,8 +1,8 @@
 //! Time-based one-time passwords (RFC 6238) as authenticator apps expect
 //! them: SHA-1, six digits, 30-second steps.
 
-use qrcode::render::svg;
 use qrcode::QrCode;
+use qrcode::render::svg;
 use totp_rs::{Algorithm, Secret, TOTP};
 
 pub const ISSUER: &str = "unified-login";
@@ -29,8 +29,16 @@ fn build(secret_base32: &str, account: &str) -> Result<TOTP, TotpError> {
         .map_err(|error| TotpError::InvalidSecret(format!("{error:?}")))?;
     // The otpauth label uses ':' to separate issuer and account.
     let account = account.replace(':', "_");
-    TOTP::new(Algorithm::SHA1, DIGITS, 1, STEP_SECONDS, bytes, Some(ISSUER.to_owned()), account)
-        .map_err(|error| TotpError::InvalidSecret(error.to_string()))
+    TOTP::new(
+        Algorithm::SHA1,
+        DIGITS,
+        1,
+        STEP_SECONDS,
+        bytes,
+        Some(ISSUER.to_owned()),
+        account,
+    )
+    .map_err(|error| TotpError::InvalidSecret(error.to_string()))
 }
 
 /// Returns the `otpauth://` URI that authenticator apps import.
@@ -41,7 +49,10 @@ pub fn otpauth_uri(secret_base32: &str, account: &str) -> Result<String, TotpErr
 /// Renders `uri` as a QR code in SVG, for an `<img>` data URL.
 pub fn qr_svg(uri: &str) -> String {
     match QrCode::new(uri.as_bytes()) {
-        Ok(code) => code.render::<svg::Color<'_>>().min_dimensions(200, 200).build(),
+        Ok(code) => code
+            .render::<svg::Color<'_>>()
+            .min_dimensions(200, 200)
+            .build(),
         Err(error) => {
             tracing::error!(%error, "otpauth URI does not fit in a QR code");
             String::new()
@@ -97,7 +108,10 @@ mod tests {
         let previous = code_at(RFC_SECRET, now - 30).unwrap();
         let next = code_at(RFC_SECRET, now + 30).unwrap();
         let too_old = code_at(RFC_SECRET, now - 60).unwrap();
-        assert_eq!(matching_step(RFC_SECRET, &previous, now).unwrap(), Some(33333));
+        assert_eq!(
+            matching_step(RFC_SECRET, &previous, now).unwrap(),
+            Some(33333)
+        );
         assert_eq!(matching_step(RFC_SECRET, &next, now).unwrap(), Some(33335));
         assert_eq!(matching_step(RFC_SECRET, &too_old, now).unwrap(), None);
     }
@@ -113,7 +127,10 @@ mod tests {
     #[test]
     fn uri_names_issuer_and_account() {
         let uri = otpauth_uri(RFC_SECRET, "jane@example.com").unwrap();
-        assert!(uri.starts_with("otpauth://totp/unified-login:jane%40example.com?"), "{uri}");
+        assert!(
+            uri.starts_with("otpauth://totp/unified-login:jane%40example.com?"),
+            "{uri}"
+        );
         assert!(uri.contains("issuer=unified-login"), "{uri}");
         assert!(!qr_svg(&uri).is_empty());
     }
@@ -122,6 +139,10 @@ mod tests {
     fn generated_secret_is_usable() {
         let secret = generate_secret();
         let code = code_at(&secret, 1_700_000_000).unwrap();
-        assert!(matching_step(&secret, &code, 1_700_000_000).unwrap().is_some());
+        assert!(
+            matching_step(&secret, &code, 1_700_000_000)
+                .unwrap()
+                .is_some()
+        );
     }
 }

@@ -77,19 +77,28 @@ mod tests {
 
     #[test]
     fn key_ignores_case_and_whitespace() {
-        assert_eq!(identifier_key("  Jane.Doe@Example.COM\t").unwrap(), "jane.doe@example.com");
+        assert_eq!(
+            identifier_key("  Jane.Doe@Example.COM\t").unwrap(),
+            "jane.doe@example.com"
+        );
     }
 
     #[test]
     fn key_composes_unicode() {
         let decomposed = "jose\u{301}@example.com";
         let composed = "jos\u{e9}@example.com";
-        assert_eq!(identifier_key(decomposed).unwrap(), identifier_key(composed).unwrap());
+        assert_eq!(
+            identifier_key(decomposed).unwrap(),
+            identifier_key(composed).unwrap()
+        );
     }
 
     #[test]
     fn key_converts_domain_to_ascii() {
-        assert_eq!(identifier_key("anna@Bücher.Example").unwrap(), "anna@xn--bcher-kva.example");
+        assert_eq!(
+            identifier_key("anna@Bücher.Example").unwrap(),
+            "anna@xn--bcher-kva.example"
+        );
         assert_eq!(
             identifier_key("anna@xn--bcher-kva.example").unwrap(),
             identifier_key("ANNA@bücher.example").unwrap()
@@ -104,23 +113,41 @@ mod tests {
     #[test]
     fn key_rejects_empty_and_control_input() {
         assert_eq!(identifier_key("   "), Err(IdentifierError::Empty));
-        assert_eq!(identifier_key("a\u{0}b"), Err(IdentifierError::ControlCharacters));
-        assert_eq!(identifier_key(&"a".repeat(400)), Err(IdentifierError::TooLong));
+        assert_eq!(
+            identifier_key("a\u{0}b"),
+            Err(IdentifierError::ControlCharacters)
+        );
+        assert_eq!(
+            identifier_key(&"a".repeat(400)),
+            Err(IdentifierError::TooLong)
+        );
     }
 
     #[test]
     fn key_rejects_invalid_domain() {
-        assert!(matches!(identifier_key("a@exa mple..com"), Err(IdentifierError::InvalidDomain(_))));
+        assert!(matches!(
+            identifier_key("a@exa mple..com"),
+            Err(IdentifierError::InvalidDomain(_))
+        ));
     }
 
     #[test]
     fn email_parse_accepts_and_keeps_case() {
-        assert_eq!(parse_email(" Jane.Doe@Example.com ").unwrap(), "Jane.Doe@Example.com");
+        assert_eq!(
+            parse_email(" Jane.Doe@Example.com ").unwrap(),
+            "Jane.Doe@Example.com"
+        );
     }
 
     #[test]
     fn email_parse_rejects_malformed() {
-        for bad in ["jdoe", "@example.com", "jdoe@", "jdoe@localhost", "a b@example.com"] {
+        for bad in [
+            "jdoe",
+            "@example.com",
+            "jdoe@",
+            "jdoe@localhost",
+            "a b@example.com",
+        ] {
             assert!(parse_email(bad).is_err(), "{bad} was accepted");
         }
     }

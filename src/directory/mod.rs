@@ -8,7 +8,9 @@ pub mod sqlite;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-pub use identifier::{identifier_key, parse_email, EmailError, IdentifierError, MAX_IDENTIFIER_CHARS};
+pub use identifier::{
+    EmailError, IdentifierError, MAX_IDENTIFIER_CHARS, identifier_key, parse_email,
+};
 
 /// Stable, opaque user identifier (a UUID), never shown as a login name.
 pub type UserId = String;
@@ -44,7 +46,9 @@ impl std::fmt::Debug for User {
 
 impl User {
     pub fn display_name(&self) -> String {
-        format!("{} {}", self.first_name, self.last_name).trim().to_owned()
+        format!("{} {}", self.first_name, self.last_name)
+            .trim()
+            .to_owned()
     }
 
     pub fn has_second_factor(&self) -> bool {

@@ -5,8 +5,8 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqlitePool};
 
 use super::{
-    identifier_key, AuditEvent, AuditLog, DirectoryError, FailureRecord, FailureStore, NewUser,
-    User, UserStore,
+    AuditEvent, AuditLog, DirectoryError, FailureRecord, FailureStore, NewUser, User, UserStore,
+    identifier_key,
 };
 
 #[derive(Clone)]
@@ -60,13 +60,19 @@ impl UserStore for SqliteDirectory {
             "SELECT {USER_COLUMNS} FROM users WHERE email_key = ?1 OR login_id_key = ?1 \
              ORDER BY (email_key = ?1) DESC LIMIT 1"
         );
-        let row = sqlx::query(&sql).bind(key).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(&sql)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.as_ref().map(user_from_row).transpose()?)
     }
 
     async fn find_by_id(&self, id: &str) -> Result<Option<User>, DirectoryError> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1");
-        let row = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.as_ref().map(user_from_row).transpose()?)
     }
 
@@ -82,10 +88,16 @@ impl UserStore for SqliteDirectory {
 
         let mut tx = self.pool.begin().await?;
         if holder_of_key(&mut tx, &login_id_key).await?.is_some() {
-            return Err(DirectoryError::Duplicate { field: "login ID", value: user.login_id });
+            return Err(DirectoryError::Duplicate {
+                field: "login ID",
+                value: user.login_id,
+            });
         }
         if holder_of_key(&mut tx, &email_key).await?.is_some() {
-            return Err(DirectoryError::Duplicate { field: "email", value: user.email });
+            return Err(DirectoryError::Duplicate {
+                field: "email",
+                value: user.email,
+            });
         }
 
         let id = uuid::Uuid::new_v4().to_string();
@@ -107,7 +119,9 @@ impl UserStore for SqliteDirectory {
         .await?;
         tx.commit().await?;
 
-        self.find_by_id(&id).await?.ok_or(DirectoryError::UnknownUser(id))
+        self.find_by_id(&id)
+            .await?
+            .ok_or(DirectoryError::UnknownUser(id))
     }
 
     async fn set_password(
@@ -223,10 +237,11 @@ impl UserStore for SqliteDirectory {
 #[async_trait]
 impl FailureStore for SqliteDirectory {
     async fn failures(&self, subject_key: &str) -> Result<FailureRecord, DirectoryError> {
-        let row = sqlx::query("SELECT failures, locked_until FROM login_failures WHERE subject_key = ?1")
-            .bind(subject_key)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT failures, locked_until FROM login_failures WHERE subject_key = ?1")
+                .bind(subject_key)
+                .fetch_optional(&self.pool)
+                .await?;
         let Some(row) = row else {
             return Ok(FailureRecord::default());
         };
@@ -311,7 +326,11 @@ mod tests {
     async fn create_then_find_by_either_identifier() {
         let dir = directory().await;
         let created = dir.create(jane(), 10).await.unwrap();
-        let by_email = dir.find_by_key("jane.doe@example.com").await.unwrap().unwrap();
+        let by_email = dir
+            .find_by_key("jane.doe@example.com")
+            .await
+            .unwrap()
+            .unwrap();
         let by_login = dir.find_by_key("jdoe").await.unwrap().unwrap();
         assert_eq!(by_email.id, created.id);
         assert_eq!(by_login.id, created.id);
@@ -323,13 +342,33 @@ mod tests {
         let dir = directory().await;
         dir.create(jane(), 10).await.unwrap();
 
-        let same_email = NewUser { login_id: "other".into(), email: "JANE.DOE@example.com".into(), ..jane() };
+        let same_email = NewUser {
+            login_id: "other".into(),
+            email: "JANE.DOE@example.com".into(),
+            ..jane()
+        };
         let err = dir.create(same_email, 11).await.unwrap_err();
-        assert!(matches!(err, DirectoryError::Duplicate { field: "email", .. }), "{err}");
+        assert!(
+            matches!(err, DirectoryError::Duplicate { field: "email", .. }),
+            "{err}"
+        );
 
-        let login_is_email = NewUser { login_id: "jane.doe@example.com".into(), email: "x@example.com".into(), ..jane() };
+        let login_is_email = NewUser {
+            login_id: "jane.doe@example.com".into(),
+            email: "x@example.com".into(),
+            ..jane()
+        };
         let err = dir.create(login_is_email, 11).await.unwrap_err();
-        assert!(matches!(err, DirectoryError::Duplicate { field: "login ID", .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                DirectoryError::Duplicate {
+                    field: "login ID",
+                    ..
+                }
+            ),
+            "{err}"
+        );
 
         assert_eq!(dir.list().await.unwrap().len(), 1);
     }
@@ -338,7 +377,9 @@ mod tests {
     async fn totp_step_is_single_use() {
         let dir = directory().await;
         let user = dir.create(jane(), 10).await.unwrap();
-        dir.set_totp(&user.id, Some("SECRET"), &[], 10).await.unwrap();
+        dir.set_totp(&user.id, Some("SECRET"), &[], 10)
+            .await
+            .unwrap();
         assert!(dir.consume_totp_step(&user.id, 100).await.unwrap());
         assert!(!dir.consume_totp_step(&user.id, 100).await.unwrap());
         assert!(!dir.consume_totp_step(&user.id, 99).await.unwrap());
@@ -349,10 +390,16 @@ mod tests {
     async fn recovery_code_is_single_use() {
         let dir = directory().await;
         let user = dir.create(jane(), 10).await.unwrap();
-        dir.set_totp(&user.id, Some("SECRET"), &["h1".into(), "h2".into()], 10).await.unwrap();
+        dir.set_totp(&user.id, Some("SECRET"), &["h1".into(), "h2".into()], 10)
+            .await
+            .unwrap();
         assert!(dir.consume_recovery_code(&user.id, "h1", 20).await.unwrap());
         assert!(!dir.consume_recovery_code(&user.id, "h1", 21).await.unwrap());
-        assert!(!dir.consume_recovery_code(&user.id, "nope", 21).await.unwrap());
+        assert!(
+            !dir.consume_recovery_code(&user.id, "nope", 21)
+                .await
+                .unwrap()
+        );
         assert_eq!(dir.remaining_recovery_codes(&user.id).await.unwrap(), 1);
     }
 }

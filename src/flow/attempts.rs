@@ -18,7 +18,7 @@ fn locked_text(seconds: i64) -> String {
     } else {
         format!("{seconds} seconds")
     };
-    format!("Too many failed attempts. This account is locked for {wait}; wait, then try again.")
+    format!("Too many failed attempts. This account is locked for {wait}. Wait, then try again.")
 }
 
 /// Counts one failed attempt, records it in the audit log, and returns the
@@ -33,7 +33,10 @@ pub async fn record_failure(
     let now = state.clock.now();
     let before = state.failures.failures(&flow.lockout_key).await?;
     let after = state.lockout.after_failure(before, now);
-    state.failures.save_failures(&flow.lockout_key, after, now).await?;
+    state
+        .failures
+        .save_failures(&flow.lockout_key, after, now)
+        .await?;
 
     tracing::info!(
         user.id = flow.user_id.as_deref().unwrap_or("-"),

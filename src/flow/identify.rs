@@ -1,19 +1,19 @@
 //! Step 1: the identifier (email address or login ID).
 
+use axum::Form;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Form;
 use serde::Deserialize;
 use tower_sessions::Session;
 
 use super::state::{LoginFlow, Step};
-use crate::directory::{identifier_key, IdentifierError, MAX_IDENTIFIER_CHARS};
+use crate::directory::{IdentifierError, MAX_IDENTIFIER_CHARS, identifier_key};
 use crate::error::AppError;
 use crate::session::SignedIn;
 use crate::state::AppState;
 use crate::web::csrf;
-use crate::web::pages::{render, IdentifyPage};
+use crate::web::pages::{IdentifyPage, render};
 use crate::web::return_to::safe_return_to;
 
 #[derive(Debug, Deserialize)]

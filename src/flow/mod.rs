@@ -21,8 +21,8 @@ mod otp;
 mod password;
 mod state;
 
-use axum::routing::get;
 use axum::Router;
+use axum::routing::get;
 
 use crate::state::AppState;
 
@@ -31,6 +31,9 @@ pub use state::LoginFlow;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/login", get(identify::show).post(identify::submit))
-        .route("/login/password", get(password::show).post(password::submit))
+        .route(
+            "/login/password",
+            get(password::show).post(password::submit),
+        )
         .route("/login/otp", get(otp::show).post(otp::submit))
 }

@@ -1,9 +1,9 @@
 //! Step 3: the one-time code from an authenticator app, or a recovery code.
 
+use axum::Form;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Form;
 use serde::Deserialize;
 use tower_sessions::Session;
 
@@ -16,7 +16,7 @@ use crate::error::AppError;
 use crate::state::AppState;
 use crate::web::csrf;
 use crate::web::extract::ClientIp;
-use crate::web::pages::{render, OtpPage};
+use crate::web::pages::{OtpPage, render};
 
 const WRONG_CODE: &str = "That code is incorrect or was already used. Enter the current code \
      from your authenticator app, or one of your recovery codes.";
@@ -47,20 +47,48 @@ pub async fn submit(
 
     if let Some(message) = lock_message(&state, &flow).await? {
         record_failure(&state, &flow, "login.otp", "locked", client_ip).await?;
-        return page(&session, &flow, StatusCode::TOO_MANY_REQUESTS, Some(&message)).await;
+        return page(
+            &session,
+            &flow,
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(&message),
+        )
+        .await;
     }
 
     // The password step only moves to this one for a known, active user.
     let user_id = flow.user_id.as_deref().unwrap_or_default();
-    let Some(user) = state.users.find_by_id(user_id).await?.filter(|user| user.active) else {
+    let Some(user) = state
+        .users
+        .find_by_id(user_id)
+        .await?
+        .filter(|user| user.active)
+    else {
         LoginFlow::clear(&session).await?;
         return Ok(Redirect::to("/login").into_response());
     };
 
     match check_code(&state, &user, &form.code).await? {
-        Some(method) => complete_sign_in(&state, &session, &flow, &user, &["password", method], client_ip).await,
+        Some(method) => {
+            complete_sign_in(
+                &state,
+                &session,
+                &flow,
+                &user,
+                &["password", method],
+                client_ip,
+            )
+            .await
+        }
         None => {
-            let locked = record_failure(&state, &flow, "login.otp", "wrong or reused code", client_ip).await?;
+            let locked = record_failure(
+                &state,
+                &flow,
+                "login.otp",
+                "wrong or reused code",
+                client_ip,
+            )
+            .await?;
             let message = locked.as_deref().unwrap_or(WRONG_CODE);
             page(&session, &flow, StatusCode::UNAUTHORIZED, Some(message)).await
         }
@@ -69,7 +97,11 @@ pub async fn submit(
 
 /// Returns the method that accepted `code` (`totp` or `recovery_code`), after
 /// marking the code as used, or `None` when it is wrong or already spent.
-async fn check_code(state: &AppState, user: &User, code: &str) -> Result<Option<&'static str>, AppError> {
+async fn check_code(
+    state: &AppState,
+    user: &User,
+    code: &str,
+) -> Result<Option<&'static str>, AppError> {
     let Some(secret) = &user.totp_secret else {
         return Ok(None);
     };
@@ -82,7 +114,10 @@ async fn check_code(state: &AppState, user: &User, code: &str) -> Result<Option<
     }
     if let Some(canonical) = recovery::normalize(code) {
         let digest = recovery::digest(&canonical);
-        let unused = state.users.consume_recovery_code(&user.id, &digest, state.clock.now()).await?;
+        let unused = state
+            .users
+            .consume_recovery_code(&user.id, &digest, state.clock.now())
+            .await?;
         return Ok(unused.then_some("recovery_code"));
     }
     Ok(None)

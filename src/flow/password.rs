@@ -1,9 +1,9 @@
 //! Step 2: the password.
 
+use axum::Form;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Form;
 use secrecy::SecretString;
 use serde::Deserialize;
 use tower_sessions::Session;
@@ -15,13 +15,12 @@ use crate::error::AppError;
 use crate::state::AppState;
 use crate::web::csrf;
 use crate::web::extract::ClientIp;
-use crate::web::pages::{render, PasswordPage};
+use crate::web::pages::{PasswordPage, render};
 
 /// The one message for an unknown identifier and a wrong password alike.
 const WRONG_CREDENTIALS: &str =
     "The email address, login ID or password is incorrect. Check them and try again.";
-const ACCOUNT_DISABLED: &str =
-    "This account is disabled. Ask your administrator to enable it.";
+const ACCOUNT_DISABLED: &str = "This account is disabled. Ask your administrator to enable it.";
 
 pub async fn show(State(state): State<AppState>, session: Session) -> Result<Response, AppError> {
     let flow = match LoginFlow::load_at(&session, &state, Step::Password).await? {
@@ -49,18 +48,31 @@ pub async fn submit(
 
     if let Some(message) = lock_message(&state, &flow).await? {
         record_failure(&state, &flow, "login.password", "locked", client_ip).await?;
-        return page(&session, &flow, StatusCode::TOO_MANY_REQUESTS, Some(&message)).await;
+        return page(
+            &session,
+            &flow,
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(&message),
+        )
+        .await;
     }
 
     let user = match &flow.user_id {
         Some(id) => state.users.find_by_id(id).await?,
         None => None,
     };
-    let verified = state.local_password.authenticate(user.as_ref(), form.password).await;
+    let verified = state
+        .local_password
+        .authenticate(user.as_ref(), form.password)
+        .await;
     let user = match user {
         Some(user) if verified => user,
         other => {
-            let reason = if other.is_some() { "wrong password" } else { "unknown identifier" };
+            let reason = if other.is_some() {
+                "wrong password"
+            } else {
+                "unknown identifier"
+            };
             let locked = record_failure(&state, &flow, "login.password", reason, client_ip).await?;
             let message = locked.as_deref().unwrap_or(WRONG_CREDENTIALS);
             return page(&session, &flow, StatusCode::UNAUTHORIZED, Some(message)).await;
@@ -68,8 +80,21 @@ pub async fn submit(
     };
 
     if !user.active {
-        record_failure(&state, &flow, "login.password", "account disabled", client_ip).await?;
-        return page(&session, &flow, StatusCode::FORBIDDEN, Some(ACCOUNT_DISABLED)).await;
+        record_failure(
+            &state,
+            &flow,
+            "login.password",
+            "account disabled",
+            client_ip,
+        )
+        .await?;
+        return page(
+            &session,
+            &flow,
+            StatusCode::FORBIDDEN,
+            Some(ACCOUNT_DISABLED),
+        )
+        .await;
     }
     if user.has_second_factor() {
         flow.step = Step::SecondFactor;

@@ -1,13 +1,13 @@
 //! CSRF protection for every form the broker serves.
 //!
-//! Each session holds a random token; every page with a form embeds it in a
+//! Each session stores a random token. Every page with a form embeds it in a
 //! hidden `csrf_token` field, and a middleware rejects any state-changing
 //! request whose form does not carry the same token. The `Origin` header, when
 //! present, must also be the broker's own.
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, Method};
+use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use data_encoding::BASE64URL_NOPAD;
@@ -49,7 +49,10 @@ pub fn submitted_token(body: &[u8]) -> Option<String> {
 
 /// Middleware that checks the CSRF token of every non-safe request.
 pub async fn verify(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+    if matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    ) {
         return next.run(request).await;
     }
     if let Some(origin) = request.headers().get(header::ORIGIN) {
@@ -77,7 +80,8 @@ pub async fn verify(State(state): State<AppState>, request: Request, next: Next)
         tracing::warn!(path = %parts.uri.path(), "form without a valid CSRF token");
         return AppError::CsrfRejected.into_response();
     }
-    next.run(Request::from_parts(parts, Body::from(Bytes::from(bytes)))).await
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
 #[cfg(test)]
@@ -94,7 +98,10 @@ mod tests {
 
     #[test]
     fn submitted_token_is_read_from_form() {
-        assert_eq!(submitted_token(b"a=1&csrf_token=x%2By&b=2").as_deref(), Some("x+y"));
+        assert_eq!(
+            submitted_token(b"a=1&csrf_token=x%2By&b=2").as_deref(),
+            Some("x+y")
+        );
         assert_eq!(submitted_token(b"a=1"), None);
         assert_eq!(submitted_token(b""), None);
     }

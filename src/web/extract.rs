@@ -21,11 +21,16 @@ pub struct CurrentUser {
 impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let session = Session::from_request_parts(parts, state)
             .await
             .map_err(IntoResponse::into_response)?;
-        let signed_in = SignedIn::load(&session).await.map_err(IntoResponse::into_response)?;
+        let signed_in = SignedIn::load(&session)
+            .await
+            .map_err(IntoResponse::into_response)?;
         let Some(signed_in) = signed_in else {
             return Err(redirect_to_login(parts));
         };
@@ -35,10 +40,17 @@ impl FromRequestParts<AppState> for CurrentUser {
             .await
             .map_err(|error| AppError::from(error).into_response())?;
         match user {
-            Some(user) if user.active => Ok(Self { user, signed_in, session }),
+            Some(user) if user.active => Ok(Self {
+                user,
+                signed_in,
+                session,
+            }),
             // The account was removed or disabled since sign-in.
             _ => {
-                session.flush().await.map_err(|error| AppError::from(error).into_response())?;
+                session
+                    .flush()
+                    .await
+                    .map_err(|error| AppError::from(error).into_response())?;
                 Err(redirect_to_login(parts))
             }
         }
@@ -46,7 +58,10 @@ impl FromRequestParts<AppState> for CurrentUser {
 }
 
 fn redirect_to_login(parts: &Parts) -> Response {
-    let path = parts.uri.path_and_query().map_or("/", |value| value.as_str());
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |value| value.as_str());
     let query = url::form_urlencoded::Serializer::new(String::new())
         .append_pair("return_to", path)
         .finish();

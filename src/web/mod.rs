@@ -9,10 +9,10 @@ pub mod rate_limit;
 pub mod return_to;
 
 use axum::extract::State;
-use axum::http::{header, HeaderName, StatusCode};
+use axum::http::{HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{middleware, Router};
+use axum::{Router, middleware};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use tower_sessions::SessionManagerLayer;
@@ -33,7 +33,10 @@ pub fn app(state: AppState, sessions: SessionManagerLayer<SqliteStore>) -> Route
         .merge(flow::routes())
         .merge(account::routes())
         .layer(middleware::from_fn_with_state(state.clone(), csrf::verify))
-        .layer(middleware::from_fn_with_state(state.clone(), rate_limit::limit_posts))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            rate_limit::limit_posts,
+        ))
         .layer(sessions);
 
     Router::new()
@@ -42,7 +45,10 @@ pub fn app(state: AppState, sessions: SessionManagerLayer<SqliteStore>) -> Route
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), headers::security_headers))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            headers::security_headers,
+        ))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &axum::extract::Request| {
                 let request_id = request
@@ -79,7 +85,7 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Ready when the database answers; a load balancer stops sending sign-ins
+/// Ready when the database responds, so a load balancer stops sending sign-ins
 /// to an instance whose database is gone.
 async fn readyz(State(state): State<AppState>) -> Response {
     match state.users.find_by_key("readiness-probe").await {

@@ -8,7 +8,9 @@ use crate::error::AppError;
 
 /// Renders `page` as an HTML response with `status`.
 pub fn render(status: StatusCode, page: &impl Template) -> Result<Response, AppError> {
-    let html = page.render().map_err(|error| anyhow::anyhow!("template rendering failed: {error}"))?;
+    let html = page
+        .render()
+        .map_err(|error| anyhow::anyhow!("template rendering failed: {error}"))?;
     Ok((status, Html(html)).into_response())
 }
 

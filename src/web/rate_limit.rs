@@ -29,7 +29,9 @@ impl IpRateLimiter {
         let per_minute = NonZeroU32::new(config.per_ip_per_minute).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(config.burst).unwrap_or(NonZeroU32::MIN);
         let quota = Quota::per_minute(per_minute).allow_burst(burst);
-        Self { limiter: Arc::new(RateLimiter::keyed(quota)) }
+        Self {
+            limiter: Arc::new(RateLimiter::keyed(quota)),
+        }
     }
 
     /// Takes one request from `ip`'s allowance, or returns how long to wait.
@@ -54,11 +56,11 @@ pub async fn limit_posts(State(state): State<AppState>, request: Request, next: 
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(address)| address.ip());
-    if let Some(ip) = ip {
-        if let Err(wait) = state.rate_limiter.check(ip) {
-            tracing::warn!(client.ip = %ip, wait_seconds = wait.as_secs(), "sign-in rate limit reached");
-            return AppError::RateLimited { retry_after: wait }.into_response();
-        }
+    if let Some(ip) = ip
+        && let Err(wait) = state.rate_limiter.check(ip)
+    {
+        tracing::warn!(client.ip = %ip, wait_seconds = wait.as_secs(), "sign-in rate limit reached");
+        return AppError::RateLimited { retry_after: wait }.into_response();
     }
     next.run(request).await
 }
@@ -69,13 +71,19 @@ mod tests {
 
     #[test]
     fn burst_then_limited_per_address() {
-        let limiter = IpRateLimiter::new(&RateLimitConfig { per_ip_per_minute: 1, burst: 2 });
+        let limiter = IpRateLimiter::new(&RateLimitConfig {
+            per_ip_per_minute: 1,
+            burst: 2,
+        });
         let first: IpAddr = "192.0.2.1".parse().unwrap();
         let second: IpAddr = "192.0.2.2".parse().unwrap();
         assert!(limiter.check(first).is_ok());
         assert!(limiter.check(first).is_ok());
         let wait = limiter.check(first).unwrap_err();
-        assert!(wait > Duration::from_secs(1) && wait <= Duration::from_secs(60), "{wait:?}");
+        assert!(
+            wait > Duration::from_secs(1) && wait <= Duration::from_secs(60),
+            "{wait:?}"
+        );
         assert!(limiter.check(second).is_ok());
     }
 }

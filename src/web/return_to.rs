@@ -48,7 +48,10 @@ mod tests {
     #[test]
     fn keeps_local_paths() {
         assert_eq!(safe_return_to(Some("/account"), &base()), "/account");
-        assert_eq!(safe_return_to(Some("/a/b?x=1&y=2"), &base()), "/a/b?x=1&y=2");
+        assert_eq!(
+            safe_return_to(Some("/a/b?x=1&y=2"), &base()),
+            "/a/b?x=1&y=2"
+        );
     }
 
     #[test]
@@ -64,7 +67,11 @@ mod tests {
             "http://login.example.com/",
             "",
         ] {
-            assert_eq!(safe_return_to(Some(raw), &base()), DEFAULT_RETURN_TO, "{raw:?}");
+            assert_eq!(
+                safe_return_to(Some(raw), &base()),
+                DEFAULT_RETURN_TO,
+                "{raw:?}"
+            );
         }
         assert_eq!(safe_return_to(None, &base()), DEFAULT_RETURN_TO);
     }

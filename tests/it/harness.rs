@@ -1,0 +1,271 @@
+//! Starts the real binary with a private data folder and config, and offers
+//! helpers to drive it.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+pub const BINARY: &str = env!("CARGO_BIN_EXE_unified-login");
+pub const PASSWORD: &str = "lantern-orbit-57-cobalt";
+
+/// Settings a test may change; the rest of the config is fixed.
+#[derive(Clone)]
+pub struct Options {
+    pub lockout_threshold: u32,
+    pub lockout_base_seconds: u32,
+    pub per_ip_per_minute: u32,
+    pub burst: u32,
+    /// Argon2id memory in KiB; small by default to keep tests quick.
+    pub argon2_memory_kib: u32,
+    pub public_url: Option<String>,
+    /// Serve HTTPS with a fresh self-signed certificate for 127.0.0.1.
+    pub tls: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            lockout_threshold: 5,
+            lockout_base_seconds: 60,
+            per_ip_per_minute: 10_000,
+            burst: 10_000,
+            argon2_memory_kib: 1024,
+            public_url: None,
+            tls: false,
+        }
+    }
+}
+
+pub struct Broker {
+    pub base_url: String,
+    /// PEM of the self-signed certificate when the broker serves HTTPS.
+    pub certificate_pem: Option<String>,
+    pub config_path: PathBuf,
+    dir: TempDir,
+    child: Child,
+}
+
+/// Returns a loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("no free loopback port")
+}
+
+impl Broker {
+    pub fn start() -> Self {
+        Self::start_with(Options::default())
+    }
+
+    pub fn start_with(options: Options) -> Self {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let port = free_port();
+        let scheme = if options.tls { "https" } else { "http" };
+        let base_url = format!("{scheme}://127.0.0.1:{port}");
+        let public_url = options
+            .public_url
+            .clone()
+            .unwrap_or_else(|| base_url.clone());
+        let mut tls_section = String::new();
+        let mut certificate_pem = None;
+        if options.tls {
+            let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
+                .expect("certificate");
+            let cert_path = dir.path().join("server.pem");
+            let key_path = dir.path().join("server-key.pem");
+            std::fs::write(&cert_path, certified.cert.pem()).expect("write certificate");
+            std::fs::write(&key_path, certified.signing_key.serialize_pem()).expect("write key");
+            tls_section = format!(
+                "[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+                cert_path.display(),
+                key_path.display()
+            );
+            certificate_pem = Some(certified.cert.pem());
+        }
+        let config = format!(
+            r#"listen = "127.0.0.1:{port}"
+public_url = "{public_url}"
+database_url = "sqlite://{db}"
+
+[lockout]
+threshold = {threshold}
+base_seconds = {base}
+max_seconds = 3600
+
+[rate_limit]
+per_ip_per_minute = {per_minute}
+burst = {burst}
+
+[password]
+memory_kib = {memory}
+iterations = 2
+parallelism = 1
+
+[log]
+filter = "info,unified_login=debug"
+
+{tls_section}"#,
+            db = dir.path().join("broker.db").display(),
+            threshold = options.lockout_threshold,
+            base = options.lockout_base_seconds,
+            per_minute = options.per_ip_per_minute,
+            burst = options.burst,
+            memory = options.argon2_memory_kib,
+        );
+        let config_path = dir.path().join("unified-login.toml");
+        std::fs::write(&config_path, config).expect("write config");
+
+        let log = std::fs::File::create(dir.path().join("serve.log")).expect("log file");
+        let child = Command::new(BINARY)
+            .arg("--config")
+            .arg(&config_path)
+            .arg("serve")
+            .current_dir(dir.path())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .expect("start unified-login serve");
+
+        let broker = Self {
+            base_url,
+            certificate_pem,
+            config_path,
+            dir,
+            child,
+        };
+        broker.wait_until_ready(port);
+        broker
+    }
+
+    fn wait_until_ready(&self, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "broker did not listen on port {port} within 30 s; log:\n{}",
+            self.log()
+        );
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url, path)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs a command-line subcommand against this broker's config.
+    pub fn cli(&self, args: &[&str], stdin: &str) -> Output {
+        run_cli(&self.config_path, self.dir.path(), args, stdin)
+    }
+
+    /// Adds a user with `PASSWORD` and returns nothing; panics on failure.
+    pub fn add_user(&self, login_id: &str, email: &str) {
+        let output = self.cli(
+            &[
+                "user",
+                "add",
+                "--login-id",
+                login_id,
+                "--email",
+                email,
+                "--first-name",
+                "Test",
+                "--last-name",
+                "User",
+            ],
+            &format!("{PASSWORD}\n"),
+        );
+        assert!(
+            output.status.success(),
+            "user add failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// Enrols TOTP for `login_id` and returns the base32 secret and the
+    /// recovery codes the command printed.
+    pub fn enroll_totp(&self, login_id: &str) -> (String, Vec<String>) {
+        let output = self.cli(&["user", "totp", "enroll", login_id], "");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "totp enroll failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let secret = stdout
+            .lines()
+            .find_map(|line| line.strip_prefix("secret: "))
+            .expect("secret line")
+            .to_owned();
+        let codes = stdout
+            .lines()
+            .filter(|line| line.starts_with("  "))
+            .map(|line| line.trim().to_owned())
+            .collect();
+        (secret, codes)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn run_cli(config: &Path, dir: &Path, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(BINARY)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run unified-login");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("wait for unified-login")
+}
+
+/// Returns the TOTP code for `secret` at the current time.
+pub fn totp_now(secret: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    unified_login::credentials::totp::code_at(secret, now).expect("valid secret")
+}
+
+/// Returns the value of the hidden `csrf_token` field in `html`.
+pub fn csrf_token(html: &str) -> String {
+    let marker = "name=\"csrf_token\" value=\"";
+    let start = html.find(marker).expect("page has a CSRF field") + marker.len();
+    let end = html[start..].find('"').expect("closing quote") + start;
+    html[start..end].to_owned()
+}
+
+/// True when the environment requires every test peer to be present.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|value| !value.is_empty() && value != "false" && value != "0")
+}

@@ -1,0 +1,700 @@
+//! The login flow over plain HTTP against the running binary.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, LOCATION, RETRY_AFTER, SET_COOKIE};
+use reqwest::redirect::Policy;
+
+use crate::harness::{Broker, Options, PASSWORD, csrf_token, totp_now};
+
+const WRONG_CREDENTIALS: &str = "The email address, login ID or password is incorrect.";
+
+struct Page {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Page {
+    fn location(&self) -> &str {
+        self.headers
+            .get(LOCATION)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+/// A browser-like client: keeps cookies, does not follow redirects.
+struct WebClient {
+    http: reqwest::Client,
+    base_url: String,
+}
+
+impl WebClient {
+    fn new(broker: &Broker) -> Self {
+        let http = reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(Policy::none())
+            .build()
+            .expect("HTTP client");
+        Self {
+            http,
+            base_url: broker.base_url.clone(),
+        }
+    }
+
+    async fn read(response: reqwest::Response) -> Page {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.text().await.expect("response body");
+        Page {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    async fn get(&self, path: &str) -> Page {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base_url))
+            .send()
+            .await
+            .expect("GET");
+        Self::read(response).await
+    }
+
+    async fn post(&self, path: &str, fields: &[(&str, &str)]) -> Page {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base_url))
+            .form(fields)
+            .send()
+            .await
+            .expect("POST");
+        Self::read(response).await
+    }
+
+    /// Posts a form with the CSRF token from the page at `form_page`.
+    async fn submit(&self, form_page: &str, action: &str, fields: &[(&str, &str)]) -> Page {
+        let page = self.get(form_page).await;
+        assert_eq!(
+            page.status,
+            StatusCode::OK,
+            "GET {form_page}: {}",
+            page.body
+        );
+        let token = csrf_token(&page.body);
+        let mut all = vec![("csrf_token", token.as_str())];
+        all.extend_from_slice(fields);
+        self.post(action, &all).await
+    }
+
+    async fn identify(&self, identifier: &str) -> Page {
+        self.submit("/login", "/login", &[("identifier", identifier)])
+            .await
+    }
+
+    async fn password(&self, password: &str) -> Page {
+        self.submit(
+            "/login/password",
+            "/login/password",
+            &[("password", password)],
+        )
+        .await
+    }
+
+    async fn sign_in(&self, identifier: &str, password: &str) -> Page {
+        let identified = self.identify(identifier).await;
+        assert_eq!(identified.location(), "/login/password");
+        self.password(password).await
+    }
+}
+
+fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .find(|value| value.starts_with("unified_login_session="))
+        .map(str::to_owned)
+}
+
+#[tokio::test]
+async fn login_page_sets_security_headers() {
+    let broker = Broker::start();
+    let client = WebClient::new(&broker);
+    let page = client.get("/login").await;
+
+    assert_eq!(page.status, StatusCode::OK);
+    let csp = page.headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(
+        !csp.contains("script-src"),
+        "no script source may be allowed: {csp}"
+    );
+    assert_eq!(page.headers["cache-control"], "no-store");
+    assert_eq!(page.headers["x-frame-options"], "DENY");
+    assert_eq!(page.headers["x-content-type-options"], "nosniff");
+    assert!(
+        page.headers.get("strict-transport-security").is_none(),
+        "HSTS on plain HTTP"
+    );
+
+    let cookie = session_cookie(&page.headers).expect("session cookie");
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+    assert!(cookie.contains("SameSite=Lax"), "{cookie}");
+    assert!(
+        !cookie.contains("Secure"),
+        "Secure cookie over plain HTTP: {cookie}"
+    );
+
+    assert!(page.body.contains("autocomplete=\"username\""));
+    assert!(
+        !page.body.contains("<script"),
+        "pages must work without script"
+    );
+}
+
+#[tokio::test]
+async fn https_public_url_secures_cookie() {
+    let broker = Broker::start_with(Options {
+        public_url: Some("https://login.example.test".into()),
+        ..Options::default()
+    });
+    let page = WebClient::new(&broker).get("/login").await;
+    let cookie = session_cookie(&page.headers).expect("session cookie");
+    assert!(cookie.contains("Secure"), "{cookie}");
+    assert!(
+        page.headers.get("strict-transport-security").is_some(),
+        "HSTS missing behind https"
+    );
+}
+
+#[tokio::test]
+async fn serves_https_with_configured_certificate() {
+    let broker = Broker::start_with(Options {
+        tls: true,
+        ..Options::default()
+    });
+    let pem = broker.certificate_pem.clone().expect("certificate");
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let response = client
+        .get(broker.url("/login"))
+        .send()
+        .await
+        .expect("HTTPS request");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response
+            .headers()
+            .get("strict-transport-security")
+            .is_some()
+    );
+    let cookie = session_cookie(response.headers()).expect("session cookie");
+    assert!(cookie.contains("Secure"), "{cookie}");
+
+    let untrusted = reqwest::Client::new()
+        .get(broker.url("/login"))
+        .send()
+        .await;
+    assert!(
+        untrusted.is_err(),
+        "a client that does not trust the certificate must fail"
+    );
+}
+
+#[tokio::test]
+async fn password_sign_in_and_logout() {
+    let broker = Broker::start();
+    broker.add_user("jdoe", "Jane.Doe@Example.com");
+    let client = WebClient::new(&broker);
+
+    let before = client.get("/login").await;
+    let cookie_before = session_cookie(&before.headers).expect("session cookie before sign-in");
+
+    // Case, whitespace and Unicode form of the email do not matter.
+    let done = client.sign_in("  JANE.doe@example.COM ", PASSWORD).await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    assert_eq!(done.location(), "/account");
+    let cookie_after = session_cookie(&done.headers).expect("new session cookie at sign-in");
+    assert_ne!(
+        cookie_before, cookie_after,
+        "session id must change at sign-in"
+    );
+
+    let account = client.get("/account").await;
+    assert_eq!(account.status, StatusCode::OK);
+    assert!(
+        account.body.contains("Jane.Doe@Example.com"),
+        "{}",
+        account.body
+    );
+    assert!(account.body.contains(">jdoe<"), "{}", account.body);
+
+    let logout = client.submit("/account", "/logout", &[]).await;
+    assert_eq!(logout.status, StatusCode::SEE_OTHER);
+    assert_eq!(logout.location(), "/login?signed_out=1");
+
+    let after = client.get("/account").await;
+    assert_eq!(after.status, StatusCode::SEE_OTHER);
+    assert!(
+        after.location().starts_with("/login?return_to=%2Faccount"),
+        "{}",
+        after.location()
+    );
+}
+
+#[tokio::test]
+async fn login_id_also_signs_in() {
+    let broker = Broker::start();
+    broker.add_user("JDoe", "jane@example.com");
+    let client = WebClient::new(&broker);
+    let done = client.sign_in("jdoe", PASSWORD).await;
+    assert_eq!(done.location(), "/account", "{}", done.body);
+}
+
+#[tokio::test]
+async fn old_session_cookie_dies_at_logout() {
+    let broker = Broker::start();
+    broker.add_user("jdoe", "jane@example.com");
+    let client = WebClient::new(&broker);
+    let done = client.sign_in("jdoe", PASSWORD).await;
+    let cookie = session_cookie(&done.headers).expect("session cookie");
+    let pair = cookie.split(';').next().unwrap().to_owned();
+
+    client.submit("/account", "/logout", &[]).await;
+
+    // A copy of the cookie taken before logout must not sign anyone in.
+    let replay = reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .unwrap();
+    let response = replay
+        .get(broker.url("/account"))
+        .header("cookie", pair)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn unknown_user_looks_like_wrong_password() {
+    let broker = Broker::start();
+    broker.add_user("jdoe", "jane@example.com");
+
+    let known = WebClient::new(&broker);
+    let unknown = WebClient::new(&broker);
+    let known_step = known.identify("jane@example.com").await;
+    let unknown_step = unknown.identify("nobody@example.com").await;
+    assert_eq!(known_step.status, unknown_step.status);
+    assert_eq!(known_step.location(), unknown_step.location());
+
+    let known_page = known.get("/login/password").await.body;
+    let unknown_page = unknown.get("/login/password").await.body;
+    let strip =
+        |page: &str, identifier: &str| page.replace(&csrf_token(page), "").replace(identifier, "");
+    assert_eq!(
+        strip(&known_page, "jane@example.com"),
+        strip(&unknown_page, "nobody@example.com")
+    );
+
+    let wrong = known.password("not-the-password-at-all").await;
+    let missing = unknown.password("not-the-password-at-all").await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(missing.status, wrong.status);
+    assert!(wrong.body.contains(WRONG_CREDENTIALS), "{}", wrong.body);
+    assert!(missing.body.contains(WRONG_CREDENTIALS), "{}", missing.body);
+    assert_eq!(
+        strip(&wrong.body, "jane@example.com"),
+        strip(&missing.body, "nobody@example.com")
+    );
+}
+
+/// Median duration of `runs` password attempts for `identifier`.
+async fn median_attempt(broker: &Broker, identifier: &str, runs: usize) -> Duration {
+    let client = WebClient::new(broker);
+    client.identify(identifier).await;
+    let mut times = Vec::new();
+    for _ in 0..runs {
+        let page = client.get("/login/password").await;
+        let token = csrf_token(&page.body);
+        let started = Instant::now();
+        let response = client
+            .post(
+                "/login/password",
+                &[("csrf_token", &token), ("password", "wrong-guess-123")],
+            )
+            .await;
+        times.push(started.elapsed());
+        assert_eq!(response.status, StatusCode::UNAUTHORIZED);
+    }
+    times.sort();
+    times[runs / 2]
+}
+
+#[tokio::test]
+async fn unknown_user_costs_a_hash() {
+    // Real Argon2id parameters, so that skipping the hash would be obvious.
+    let broker = Broker::start_with(Options {
+        argon2_memory_kib: 19 * 1024,
+        lockout_threshold: 100,
+        ..Options::default()
+    });
+    broker.add_user("jdoe", "jane@example.com");
+
+    let known = median_attempt(&broker, "jane@example.com", 5).await;
+    let unknown = median_attempt(&broker, "nobody@example.com", 5).await;
+    // Both medians come from the same run on the same machine; without the
+    // dummy hash the unknown case is two orders of magnitude faster.
+    let ratio = unknown.as_secs_f64() / known.as_secs_f64();
+    assert!(
+        ratio > 0.5,
+        "unknown {unknown:?} vs known {known:?}: ratio {ratio:.3}"
+    );
+}
+
+#[tokio::test]
+async fn missing_csrf_token_is_rejected() {
+    let broker = Broker::start();
+    let client = WebClient::new(&broker);
+    client.get("/login").await;
+
+    let without = client
+        .post("/login", &[("identifier", "jane@example.com")])
+        .await;
+    assert_eq!(without.status, StatusCode::FORBIDDEN);
+    assert!(without.body.contains("reload the page"), "{}", without.body);
+
+    let forged = client
+        .post("/login", &[("csrf_token", "forged"), ("identifier", "x")])
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+
+    // A token from another browser's session is worthless here.
+    let other = WebClient::new(&broker);
+    let foreign_token = csrf_token(&other.get("/login").await.body);
+    let stolen = client
+        .post(
+            "/login",
+            &[("csrf_token", &foreign_token), ("identifier", "x")],
+        )
+        .await;
+    assert_eq!(stolen.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn cross_origin_post_is_rejected() {
+    let broker = Broker::start();
+    let client = WebClient::new(&broker);
+    let token = csrf_token(&client.get("/login").await.body);
+    let response = client
+        .http
+        .post(broker.url("/login"))
+        .header("origin", "https://evil.example")
+        .form(&[
+            ("csrf_token", token.as_str()),
+            ("identifier", "jane@example.com"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn same_origin_post_is_accepted() {
+    let broker = Broker::start();
+    let client = WebClient::new(&broker);
+    let page = client.get("/login").await;
+    // Browsers send the real Origin only when the referrer policy allows it.
+    assert_eq!(page.headers["referrer-policy"], "same-origin");
+    let token = csrf_token(&page.body);
+    let response = client
+        .http
+        .post(broker.url("/login"))
+        .header("origin", broker.base_url.as_str())
+        .form(&[
+            ("csrf_token", token.as_str()),
+            ("identifier", "jane@example.com"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn return_to_stays_on_site() {
+    let broker = Broker::start();
+    broker.add_user("jdoe", "jane@example.com");
+
+    for (requested, expected) in [
+        ("https://evil.example/steal", "/account"),
+        ("//evil.example/steal", "/account"),
+        ("/\\evil.example", "/account"),
+        ("/account?tab=security", "/account?tab=security"),
+    ] {
+        let client = WebClient::new(&broker);
+        let page = client.get("/login").await;
+        let token = csrf_token(&page.body);
+        let identified = client
+            .post(
+                "/login",
+                &[
+                    ("csrf_token", &token),
+                    ("identifier", "jdoe"),
+                    ("return_to", requested),
+                ],
+            )
+            .await;
+        assert_eq!(identified.location(), "/login/password");
+        let done = client.password(PASSWORD).await;
+        assert_eq!(done.location(), expected, "return_to {requested}");
+    }
+}
+
+#[tokio::test]
+async fn login_hint_is_prefilled_and_escaped() {
+    let broker = Broker::start();
+    let client = WebClient::new(&broker);
+    let page = client.get("/login?login_hint=jane%40example.com").await;
+    assert!(
+        page.body.contains("value=\"jane@example.com\""),
+        "{}",
+        page.body
+    );
+
+    let hostile = client
+        .get("/login?login_hint=%22%3E%3Cscript%3Ealert(1)%3C%2Fscript%3E")
+        .await;
+    assert!(!hostile.body.contains("<script>"), "{}", hostile.body);
+    assert!(
+        hostile.body.contains("&#34;&#62;&#60;script&#62;")
+            || hostile.body.contains("&quot;&gt;&lt;script&gt;"),
+        "{}",
+        hostile.body
+    );
+}
+
+#[tokio::test]
+async fn empty_identifier_gets_clear_error() {
+    let broker = Broker::start();
+    let client = WebClient::new(&broker);
+    let page = client.identify("   ").await;
+    assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        page.body.contains("Enter your email address or login ID."),
+        "{}",
+        page.body
+    );
+}
+
+#[tokio::test]
+async fn password_step_needs_identifier_first() {
+    let broker = Broker::start();
+    let client = WebClient::new(&broker);
+    let page = client.get("/login/password").await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(page.location(), "/login");
+    let otp = client.get("/login/otp").await;
+    assert_eq!(otp.location(), "/login");
+}
+
+#[tokio::test]
+async fn lockout_blocks_right_password() {
+    let broker = Broker::start_with(Options {
+        lockout_threshold: 3,
+        ..Options::default()
+    });
+    broker.add_user("jdoe", "jane@example.com");
+    let client = WebClient::new(&broker);
+    client.identify("jdoe").await;
+
+    for attempt in 1..=2 {
+        let page = client.password("wrong-password-guess").await;
+        assert_eq!(page.status, StatusCode::UNAUTHORIZED, "attempt {attempt}");
+        assert!(page.body.contains(WRONG_CREDENTIALS), "attempt {attempt}");
+    }
+    let third = client.password("wrong-password-guess").await;
+    assert!(
+        third.body.contains("locked"),
+        "third failure must start the lock: {}",
+        third.body
+    );
+
+    let right = client.password(PASSWORD).await;
+    assert_eq!(right.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(right.body.contains("locked for"), "{}", right.body);
+
+    // The lock is per account, whichever identifier is typed.
+    let other = WebClient::new(&broker);
+    let by_login = other.sign_in("jane@example.com", PASSWORD).await;
+    assert_eq!(by_login.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn unknown_identifier_locks_too() {
+    let broker = Broker::start_with(Options {
+        lockout_threshold: 2,
+        ..Options::default()
+    });
+    let client = WebClient::new(&broker);
+    client.identify("ghost@example.com").await;
+    client.password("guess-one-guess").await;
+    let second = client.password("guess-two-guess").await;
+    assert!(second.body.contains("locked"), "{}", second.body);
+}
+
+#[tokio::test]
+async fn rate_limit_per_client_ip() {
+    let broker = Broker::start_with(Options {
+        per_ip_per_minute: 1,
+        burst: 3,
+        ..Options::default()
+    });
+    let client = WebClient::new(&broker);
+    let token = csrf_token(&client.get("/login").await.body);
+
+    for attempt in 1..=3 {
+        let page = client
+            .post(
+                "/login",
+                &[("csrf_token", &token), ("identifier", "x@example.com")],
+            )
+            .await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER, "attempt {attempt}");
+    }
+    let limited = client
+        .post(
+            "/login",
+            &[("csrf_token", &token), ("identifier", "x@example.com")],
+        )
+        .await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = limited.headers[RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after), "Retry-After {retry_after}");
+
+    // Pages that only show a form are not limited.
+    assert_eq!(client.get("/login").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn totp_step_and_code_reuse() {
+    let broker = Broker::start();
+    broker.add_user("jdoe", "jane@example.com");
+    let (secret, _codes) = broker.enroll_totp("jdoe");
+
+    let client = WebClient::new(&broker);
+    let after_password = client.sign_in("jdoe", PASSWORD).await;
+    assert_eq!(after_password.location(), "/login/otp");
+    assert_eq!(
+        client.get("/account").await.status,
+        StatusCode::SEE_OTHER,
+        "not signed in before the code"
+    );
+
+    let wrong = client
+        .submit("/login/otp", "/login/otp", &[("code", "000000")])
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+
+    let code = totp_now(&secret);
+    let done = client
+        .submit("/login/otp", "/login/otp", &[("code", &code)])
+        .await;
+    assert_eq!(done.location(), "/account", "{}", done.body);
+    let account = client.get("/account").await;
+    assert!(account.body.contains("password + totp"), "{}", account.body);
+
+    let second = WebClient::new(&broker);
+    second.sign_in("jdoe", PASSWORD).await;
+    let replay = second
+        .submit("/login/otp", "/login/otp", &[("code", &code)])
+        .await;
+    assert_eq!(replay.status, StatusCode::UNAUTHORIZED);
+    assert!(replay.body.contains("already used"), "{}", replay.body);
+}
+
+#[tokio::test]
+async fn recovery_code_works_once() {
+    let broker = Broker::start();
+    broker.add_user("jdoe", "jane@example.com");
+    let (_secret, codes) = broker.enroll_totp("jdoe");
+    assert_eq!(codes.len(), 10);
+
+    let first = WebClient::new(&broker);
+    first.sign_in("jdoe", PASSWORD).await;
+    let done = first
+        .submit(
+            "/login/otp",
+            "/login/otp",
+            &[("code", &codes[0].to_uppercase())],
+        )
+        .await;
+    assert_eq!(done.location(), "/account", "{}", done.body);
+    assert!(
+        first
+            .get("/account")
+            .await
+            .body
+            .contains("9 recovery codes left")
+    );
+
+    let second = WebClient::new(&broker);
+    second.sign_in("jdoe", PASSWORD).await;
+    let reused = second
+        .submit("/login/otp", "/login/otp", &[("code", &codes[0])])
+        .await;
+    assert_eq!(reused.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn health_endpoints_answer() {
+    let broker = Broker::start();
+    let client = WebClient::new(&broker);
+    assert_eq!(client.get("/healthz").await.status, StatusCode::OK);
+    assert_eq!(client.get("/readyz").await.status, StatusCode::OK);
+    let missing = client.get("/no-such-page").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert!(missing.body.contains("Page not found"));
+}
+
+#[tokio::test]
+async fn audit_log_never_holds_passwords() {
+    let broker = Broker::start();
+    broker.add_user("jdoe", "jane@example.com");
+    let client = WebClient::new(&broker);
+    client.sign_in("jdoe", "a-wrong-secret-value").await;
+    client.sign_in("jdoe", PASSWORD).await;
+
+    let database = std::fs::read(broker.data_dir().join("broker.db")).unwrap_or_default();
+    let wal = std::fs::read(broker.data_dir().join("broker.db-wal")).unwrap_or_default();
+    let log = broker.log();
+    for secret in [PASSWORD, "a-wrong-secret-value"] {
+        let needle = secret.as_bytes();
+        assert!(
+            !database
+                .windows(needle.len())
+                .any(|window| window == needle),
+            "{secret} in database"
+        );
+        assert!(
+            !wal.windows(needle.len()).any(|window| window == needle),
+            "{secret} in WAL"
+        );
+        assert!(!log.contains(secret), "{secret} in log");
+    }
+    assert!(log.contains("user signed in"), "{log}");
+    assert!(log.contains("sign-in attempt failed"), "{log}");
+}

@@ -1,0 +1,8 @@
+//! The integration-test binary: runs the real `unified-login` executable on
+//! free loopback ports and drives it over HTTP, from the command line and
+//! through headless Chromium.
+
+mod browser;
+mod cli;
+mod harness;
+mod http_login;
