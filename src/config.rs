@@ -29,7 +29,37 @@ pub struct Config {
     pub lockout: LockoutConfig,
     pub rate_limit: RateLimitConfig,
     pub password: PasswordConfig,
+    pub saml: SamlConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SamlConfig {
+    /// SP entity ID; defaults to `<public_url>/saml/metadata`.
+    pub sp_entity_id: Option<String>,
+    /// SP private key (PEM); created with the certificate at first start.
+    pub sp_key: PathBuf,
+    pub sp_certificate: PathBuf,
+    /// Sign AuthnRequests with the SP key (RSA-SHA256, redirect binding).
+    pub sign_authn_requests: bool,
+    /// Minutes between scheduled fetches of the IdP's metadata URL.
+    pub metadata_refresh_minutes: u32,
+    /// IdP settings; when absent they come from `unified-login saml set`.
+    pub idp: Option<crate::connector::saml::settings::IdpSettings>,
+}
+
+impl Default for SamlConfig {
+    fn default() -> Self {
+        Self {
+            sp_entity_id: None,
+            sp_key: PathBuf::from("certs/saml-sp.key"),
+            sp_certificate: PathBuf::from("certs/saml-sp.crt"),
+            sign_authn_requests: true,
+            metadata_refresh_minutes: 60,
+            idp: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -107,6 +137,7 @@ impl Default for Config {
             lockout: LockoutConfig::default(),
             rate_limit: RateLimitConfig::default(),
             password: PasswordConfig::default(),
+            saml: SamlConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -206,6 +237,12 @@ impl Config {
         }
         crate::credentials::password::argon2_params(&self.password)
             .context("invalid [password] settings")?;
+        if let Some(idp) = &self.saml.idp {
+            idp.validate().context("invalid [saml.idp] settings")?;
+        }
+        if self.saml.metadata_refresh_minutes == 0 {
+            bail!("saml.metadata_refresh_minutes must be at least 1");
+        }
         if let Some(tls) = &self.tls {
             for file in [&tls.cert, &tls.key] {
                 if !file.is_file() {

@@ -27,6 +27,8 @@ pub struct User {
     pub active: bool,
     pub cl_auth_enabled: bool,
     pub totp_secret: Option<String>,
+    /// Hash of the separate "Mitel credentials" password of CL Auth users.
+    pub cl_password_hash: Option<String>,
     pub created_at: i64,
     pub last_login_at: Option<i64>,
 }
@@ -120,6 +122,17 @@ pub trait UserStore: Send + Sync {
     ) -> Result<bool, DirectoryError>;
     async fn remaining_recovery_codes(&self, id: &str) -> Result<u32, DirectoryError>;
     async fn record_login(&self, id: &str, now: i64) -> Result<(), DirectoryError>;
+    /// Finds the user whose primary email has the given normalised key.
+    async fn find_by_email_key(&self, key: &str) -> Result<Option<User>, DirectoryError>;
+    async fn set_cl_auth(&self, id: &str, enabled: bool, now: i64) -> Result<(), DirectoryError>;
+    async fn set_cl_password(
+        &self,
+        id: &str,
+        password_hash: &str,
+        now: i64,
+    ) -> Result<(), DirectoryError>;
+    /// Replaces the login ID, failing when another user already answers to it.
+    async fn set_login_id(&self, id: &str, login_id: &str, now: i64) -> Result<(), DirectoryError>;
 }
 
 #[async_trait]
@@ -148,4 +161,54 @@ pub struct AuditEvent {
 #[async_trait]
 pub trait AuditLog: Send + Sync {
     async fn append(&self, event: AuditEvent, now: i64) -> Result<(), DirectoryError>;
+}
+
+/// A pending AuthnRequest as stored between the redirect and the response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingSamlRequest {
+    pub id: String,
+    pub expires_at: i64,
+    pub consumed: bool,
+}
+
+/// Storage for the SAML service provider, shared by all broker instances.
+#[async_trait]
+pub trait SamlStore: Send + Sync {
+    async fn load_idp_settings(&self) -> Result<Option<String>, DirectoryError>;
+    async fn save_idp_settings(&self, settings_json: &str, now: i64) -> Result<(), DirectoryError>;
+    async fn create_request(
+        &self,
+        id: &str,
+        relay_key: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<(), DirectoryError>;
+    async fn find_request_by_relay(
+        &self,
+        relay_key: &str,
+    ) -> Result<Option<PendingSamlRequest>, DirectoryError>;
+    /// Marks the request answered and parks `result` under `handoff_key`.
+    /// Returns false when it was already answered or has expired.
+    async fn complete_request(
+        &self,
+        id: &str,
+        handoff_key: &str,
+        handoff_expires_at: i64,
+        result_json: &str,
+        now: i64,
+    ) -> Result<bool, DirectoryError>;
+    /// Takes the parked result once: returns the request id and the result.
+    async fn take_handoff(
+        &self,
+        handoff_key: &str,
+        now: i64,
+    ) -> Result<Option<(String, String)>, DirectoryError>;
+    /// Records an accepted assertion. Returns false when it was seen before.
+    async fn record_assertion(
+        &self,
+        issuer: &str,
+        assertion_id: &str,
+        expires_at: i64,
+    ) -> Result<bool, DirectoryError>;
+    async fn purge_expired(&self, now: i64) -> Result<(), DirectoryError>;
 }

@@ -5,8 +5,8 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqlitePool};
 
 use super::{
-    AuditEvent, AuditLog, DirectoryError, FailureRecord, FailureStore, NewUser, User, UserStore,
-    identifier_key,
+    AuditEvent, AuditLog, DirectoryError, FailureRecord, FailureStore, NewUser, PendingSamlRequest,
+    SamlStore, User, UserStore, identifier_key,
 };
 
 #[derive(Clone)]
@@ -21,7 +21,8 @@ impl SqliteDirectory {
 }
 
 const USER_COLUMNS: &str = "id, login_id, email, first_name, last_name, password_hash, \
-     must_change_password, active, cl_auth_enabled, totp_secret, created_at, last_login_at";
+     must_change_password, active, cl_auth_enabled, totp_secret, cl_password_hash, created_at, \
+     last_login_at";
 
 fn user_from_row(row: &SqliteRow) -> Result<User, sqlx::Error> {
     Ok(User {
@@ -35,6 +36,7 @@ fn user_from_row(row: &SqliteRow) -> Result<User, sqlx::Error> {
         active: row.try_get("active")?,
         cl_auth_enabled: row.try_get("cl_auth_enabled")?,
         totp_secret: row.try_get("totp_secret")?,
+        cl_password_hash: row.try_get("cl_password_hash")?,
         created_at: row.try_get("created_at")?,
         last_login_at: row.try_get("last_login_at")?,
     })
@@ -224,12 +226,84 @@ impl UserStore for SqliteDirectory {
         Ok(u32::try_from(count).unwrap_or(0))
     }
 
+    async fn find_by_email_key(&self, key: &str) -> Result<Option<User>, DirectoryError> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE email_key = ?1");
+        let row = sqlx::query(&sql)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(user_from_row).transpose()?)
+    }
+
+    async fn set_cl_auth(&self, id: &str, enabled: bool, now: i64) -> Result<(), DirectoryError> {
+        let query =
+            sqlx::query("UPDATE users SET cl_auth_enabled = ?2, updated_at = ?3 WHERE id = ?1")
+                .bind(id)
+                .bind(enabled)
+                .bind(now);
+        self.update_user(id, query).await
+    }
+
+    async fn set_cl_password(
+        &self,
+        id: &str,
+        password_hash: &str,
+        now: i64,
+    ) -> Result<(), DirectoryError> {
+        let query =
+            sqlx::query("UPDATE users SET cl_password_hash = ?2, updated_at = ?3 WHERE id = ?1")
+                .bind(id)
+                .bind(password_hash)
+                .bind(now);
+        self.update_user(id, query).await
+    }
+
+    async fn set_login_id(&self, id: &str, login_id: &str, now: i64) -> Result<(), DirectoryError> {
+        let key = identifier_key(login_id)?;
+        let mut tx = self.pool.begin().await?;
+        if let Some(holder) = holder_of_key(&mut tx, &key).await?
+            && holder != id {
+                return Err(DirectoryError::Duplicate {
+                    field: "login ID",
+                    value: login_id.to_owned(),
+                });
+            }
+        let result = sqlx::query(
+            "UPDATE users SET login_id = ?2, login_id_key = ?3, updated_at = ?4 WHERE id = ?1",
+        )
+        .bind(id)
+        .bind(login_id)
+        .bind(&key)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if result.rows_affected() == 0 {
+            return Err(DirectoryError::UnknownUser(id.to_owned()));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn record_login(&self, id: &str, now: i64) -> Result<(), DirectoryError> {
         sqlx::query("UPDATE users SET last_login_at = ?2 WHERE id = ?1")
             .bind(id)
             .bind(now)
             .execute(&self.pool)
             .await?;
+        Ok(())
+    }
+}
+
+impl SqliteDirectory {
+    async fn update_user<'q>(
+        &self,
+        id: &str,
+        query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    ) -> Result<(), DirectoryError> {
+        let result = query.execute(&self.pool).await?;
+        if result.rows_affected() == 0 {
+            return Err(DirectoryError::UnknownUser(id.to_owned()));
+        }
         Ok(())
     }
 }
@@ -298,6 +372,141 @@ impl AuditLog for SqliteDirectory {
         .bind(event.detail)
         .execute(&self.pool)
         .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SamlStore for SqliteDirectory {
+    async fn load_idp_settings(&self) -> Result<Option<String>, DirectoryError> {
+        Ok(
+            sqlx::query_scalar("SELECT settings FROM saml_idp_settings WHERE id = 1")
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn save_idp_settings(&self, settings_json: &str, now: i64) -> Result<(), DirectoryError> {
+        sqlx::query(
+            "INSERT INTO saml_idp_settings (id, settings, updated_at) VALUES (1, ?1, ?2) \
+             ON CONFLICT (id) DO UPDATE SET settings = ?1, updated_at = ?2",
+        )
+        .bind(settings_json)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn create_request(
+        &self,
+        id: &str,
+        relay_key: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<(), DirectoryError> {
+        sqlx::query(
+            "INSERT INTO saml_requests (id, relay_key, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .bind(id)
+        .bind(relay_key)
+        .bind(now)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn find_request_by_relay(
+        &self,
+        relay_key: &str,
+    ) -> Result<Option<PendingSamlRequest>, DirectoryError> {
+        let row = sqlx::query(
+            "SELECT id, expires_at, consumed_at FROM saml_requests WHERE relay_key = ?1",
+        )
+        .bind(relay_key)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let consumed_at: Option<i64> = row.try_get("consumed_at")?;
+        Ok(Some(PendingSamlRequest {
+            id: row.try_get("id")?,
+            expires_at: row.try_get("expires_at")?,
+            consumed: consumed_at.is_some(),
+        }))
+    }
+
+    async fn complete_request(
+        &self,
+        id: &str,
+        handoff_key: &str,
+        handoff_expires_at: i64,
+        result_json: &str,
+        now: i64,
+    ) -> Result<bool, DirectoryError> {
+        let result = sqlx::query(
+            "UPDATE saml_requests SET consumed_at = ?5, handoff_key = ?2, handoff_expires_at = ?3, \
+             result = ?4 WHERE id = ?1 AND consumed_at IS NULL AND expires_at > ?5",
+        )
+        .bind(id)
+        .bind(handoff_key)
+        .bind(handoff_expires_at)
+        .bind(result_json)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn take_handoff(
+        &self,
+        handoff_key: &str,
+        now: i64,
+    ) -> Result<Option<(String, String)>, DirectoryError> {
+        let row = sqlx::query(
+            "UPDATE saml_requests SET handoff_key = NULL WHERE handoff_key = ?1 AND handoff_expires_at > ?2 \
+             RETURNING id, result",
+        )
+        .bind(handoff_key)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some((
+            row.try_get("id")?,
+            row.try_get::<Option<String>, _>("result")?
+                .unwrap_or_default(),
+        )))
+    }
+
+    async fn record_assertion(
+        &self,
+        issuer: &str,
+        assertion_id: &str,
+        expires_at: i64,
+    ) -> Result<bool, DirectoryError> {
+        let result = sqlx::query(
+            "INSERT INTO saml_assertions (issuer, assertion_id, expires_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(issuer)
+        .bind(assertion_id)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn purge_expired(&self, now: i64) -> Result<(), DirectoryError> {
+        sqlx::query("DELETE FROM saml_assertions WHERE expires_at < ?1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        // Answered requests stay a day for troubleshooting; unanswered ones go at expiry.
+        sqlx::query("DELETE FROM saml_requests WHERE expires_at < ?1 - 86400 OR (consumed_at IS NULL AND expires_at < ?1)")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 }

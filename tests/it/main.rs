@@ -6,3 +6,4 @@ mod browser;
 mod cli;
 mod harness;
 mod http_login;
+mod saml_responses;

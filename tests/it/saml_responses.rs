@@ -1,0 +1,624 @@
+//! SAML response validation against Entra-shaped responses that these tests
+//! build and sign themselves with the test-only keys in tests/fixtures/keys,
+//! including the attacks a service provider must reject.
+
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use data_encoding::BASE64;
+use samael::crypto::{CertificateDer, Crypto, CryptoProvider};
+use unified_login::connector::saml::certs::parse_certificates;
+use unified_login::connector::saml::response::{
+    ResponseError, ValidationContext, VerifiedAssertion, decode_post_binding, validate,
+};
+use unified_login::connector::saml::settings::ENTRA_UPN_CLAIM;
+
+const ENTRA_KEY: &str = include_str!("../fixtures/keys/entra-test.key");
+const ENTRA_CERT: &str = include_str!("../fixtures/keys/entra-test.crt");
+const OTHER_KEY: &str = include_str!("../fixtures/keys/other-idp.key");
+const OTHER_CERT: &str = include_str!("../fixtures/keys/other-idp.crt");
+
+const IDP: &str = "https://sts.windows.net/00000000-0000-4000-8000-000000000001/";
+const SP: &str = "https://broker.example.test/saml/metadata";
+const ACS: &str = "https://broker.example.test/saml/acs";
+const REQUEST_ID: &str = "_4f1c0e2a9b7d4c3e8a6f5d2b1c0e9f8a";
+const UPN: &str = "jane.doe@contoso.example";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Signed {
+    Assertion,
+    Response,
+    Both,
+    Nothing,
+}
+
+/// The parts of an Entra-shaped response that tests vary.
+#[derive(Clone)]
+struct Shape {
+    issued: DateTime<Utc>,
+    issuer: String,
+    destination: Option<String>,
+    in_response_to: Option<String>,
+    recipient: String,
+    audience: String,
+    not_before: DateTime<Utc>,
+    not_on_or_after: DateTime<Utc>,
+    name_id: String,
+    signed: Signed,
+    sha1: bool,
+    status: &'static str,
+}
+
+impl Shape {
+    fn entra(now: DateTime<Utc>) -> Self {
+        Self {
+            issued: now,
+            issuer: IDP.to_owned(),
+            destination: Some(ACS.to_owned()),
+            in_response_to: Some(REQUEST_ID.to_owned()),
+            recipient: ACS.to_owned(),
+            audience: SP.to_owned(),
+            not_before: now - Duration::minutes(5),
+            not_on_or_after: now + Duration::minutes(60),
+            name_id: UPN.to_owned(),
+            signed: Signed::Assertion,
+            sha1: false,
+            status: "urn:oasis:names:tc:SAML:2.0:status:Success",
+        }
+    }
+}
+
+fn time(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn signature_template(reference: &str, sha1: bool) -> String {
+    let (signature_method, digest_method) = if sha1 {
+        (
+            "http://www.w3.org/2000/09/xmldsig#rsa-sha1",
+            "http://www.w3.org/2000/09/xmldsig#sha1",
+        )
+    } else {
+        (
+            "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256",
+            "http://www.w3.org/2001/04/xmlenc#sha256",
+        )
+    };
+    format!(
+        r##"<Signature xmlns="http://www.w3.org/2000/09/xmldsig#"><SignedInfo><CanonicalizationMethod Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#"/><SignatureMethod Algorithm="{signature_method}"/><Reference URI="#{reference}"><Transforms><Transform Algorithm="http://www.w3.org/2000/09/xmldsig#enveloped-signature"/><Transform Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#"/></Transforms><DigestMethod Algorithm="{digest_method}"/><DigestValue></DigestValue></Reference></SignedInfo><SignatureValue></SignatureValue></Signature>"##
+    )
+}
+
+fn assertion_xml(shape: &Shape, assertion_id: &str, with_template: bool) -> String {
+    let in_response_to = shape
+        .in_response_to
+        .as_ref()
+        .map(|id| format!(r#" InResponseTo="{id}""#))
+        .unwrap_or_default();
+    let template = if with_template {
+        signature_template(assertion_id, shape.sha1)
+    } else {
+        String::new()
+    };
+    format!(
+        r#"<Assertion xmlns="urn:oasis:names:tc:SAML:2.0:assertion" ID="{assertion_id}" IssueInstant="{issued}" Version="2.0"><Issuer>{issuer}</Issuer>{template}<Subject><NameID Format="urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress">{name_id}</NameID><SubjectConfirmation Method="urn:oasis:names:tc:SAML:2.0:cm:bearer"><SubjectConfirmationData{in_response_to} NotOnOrAfter="{end}" Recipient="{recipient}"/></SubjectConfirmation></Subject><Conditions NotBefore="{not_before}" NotOnOrAfter="{end}"><AudienceRestriction><Audience>{audience}</Audience></AudienceRestriction></Conditions><AttributeStatement><Attribute Name="http://schemas.microsoft.com/identity/claims/tenantid"><AttributeValue>00000000-0000-4000-8000-000000000001</AttributeValue></Attribute><Attribute Name="{upn_claim}"><AttributeValue>{name_id}</AttributeValue></Attribute><Attribute Name="http://schemas.xmlsoap.org/ws/2005/05/identity/claims/givenname"><AttributeValue>Jane</AttributeValue></Attribute><Attribute Name="http://schemas.xmlsoap.org/ws/2005/05/identity/claims/surname"><AttributeValue>Doe</AttributeValue></Attribute></AttributeStatement><AuthnStatement AuthnInstant="{issued}" SessionIndex="{assertion_id}"><AuthnContext><AuthnContextClassRef>urn:oasis:names:tc:SAML:2.0:ac:classes:Password</AuthnContextClassRef></AuthnContext></AuthnStatement></Assertion>"#,
+        issued = time(shape.issued),
+        issuer = shape.issuer,
+        name_id = shape.name_id,
+        end = time(shape.not_on_or_after),
+        recipient = shape.recipient,
+        not_before = time(shape.not_before),
+        audience = shape.audience,
+        upn_claim = ENTRA_UPN_CLAIM,
+    )
+}
+
+fn response_xml(shape: &Shape, assertion: &str, with_template: bool) -> String {
+    let response_id = "_a1b2c3d4-0000-4000-8000-00000000aaaa";
+    let destination = shape
+        .destination
+        .as_ref()
+        .map(|d| format!(r#" Destination="{d}""#))
+        .unwrap_or_default();
+    let in_response_to = shape
+        .in_response_to
+        .as_ref()
+        .map(|id| format!(r#" InResponseTo="{id}""#))
+        .unwrap_or_default();
+    let template = if with_template {
+        signature_template(response_id, shape.sha1)
+    } else {
+        String::new()
+    };
+    format!(
+        r#"<samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" ID="{response_id}" Version="2.0" IssueInstant="{issued}"{destination}{in_response_to}><Issuer xmlns="urn:oasis:names:tc:SAML:2.0:assertion">{issuer}</Issuer>{template}<samlp:Status><samlp:StatusCode Value="{status}"/></samlp:Status>{assertion}</samlp:Response>"#,
+        issued = time(shape.issued),
+        issuer = shape.issuer,
+        status = shape.status,
+    )
+}
+
+fn key_der(pem: &str) -> Vec<u8> {
+    openssl::pkey::PKey::private_key_from_pem(pem.as_bytes())
+        .unwrap()
+        .private_key_to_der()
+        .unwrap()
+}
+
+fn sign(xml: &str, key_pem: &str) -> String {
+    Crypto::sign_xml(xml, &key_der(key_pem)).expect("xmlsec signing")
+}
+
+/// Builds the response for `shape`, signed as it says with `key_pem`.
+fn build_with_key(shape: &Shape, assertion_id: &str, key_pem: &str) -> String {
+    let sign_assertion = matches!(shape.signed, Signed::Assertion | Signed::Both);
+    let sign_response = matches!(shape.signed, Signed::Response | Signed::Both);
+    let mut assertion = assertion_xml(shape, assertion_id, sign_assertion);
+    if sign_assertion {
+        // Sign the assertion on its own, so that the response signature (if
+        // any) covers the finished assertion signature.
+        let signed = sign(&response_xml(shape, &assertion, false), key_pem);
+        let start = signed.find("<Assertion").unwrap();
+        let end = signed.find("</Assertion>").unwrap() + "</Assertion>".len();
+        assertion = signed[start..end].to_owned();
+    }
+    let response = response_xml(shape, &assertion, sign_response);
+    let signed = if sign_response {
+        sign(&response, key_pem)
+    } else {
+        response
+    };
+    // Drop the XML declaration libxml2 adds, as IdPs send none.
+    signed
+        .trim_start_matches(|c| c != '<')
+        .replacen(r#"<?xml version="1.0"?>"#, "", 1)
+        .trim()
+        .to_owned()
+}
+
+fn build(shape: &Shape) -> String {
+    build_with_key(shape, "_9f8e7d6c-1111-4000-8000-00000000bbbb", ENTRA_KEY)
+}
+
+fn certificates(pems: &[&str]) -> Vec<CertificateDer> {
+    pems.iter()
+        .flat_map(|pem| parse_certificates(pem).unwrap())
+        .map(|cert| cert.der)
+        .collect()
+}
+
+struct Check {
+    certificates: Vec<CertificateDer>,
+    audiences: Vec<String>,
+    expected_request_id: Option<&'static str>,
+    allow_unsolicited: bool,
+    allow_sha1: bool,
+    skew: Duration,
+    identity_attribute: Option<&'static str>,
+    now: DateTime<Utc>,
+}
+
+impl Check {
+    fn new(now: DateTime<Utc>) -> Self {
+        Self {
+            certificates: certificates(&[ENTRA_CERT]),
+            audiences: vec![SP.to_owned()],
+            expected_request_id: Some(REQUEST_ID),
+            allow_unsolicited: false,
+            allow_sha1: false,
+            skew: Duration::seconds(120),
+            identity_attribute: Some(ENTRA_UPN_CLAIM),
+            now,
+        }
+    }
+
+    fn run(&self, xml: &str) -> Result<VerifiedAssertion, ResponseError> {
+        let context = ValidationContext {
+            certificates: &self.certificates,
+            idp_entity_id: IDP,
+            acs_url: ACS,
+            audiences: &self.audiences,
+            expected_request_id: self.expected_request_id,
+            allow_unsolicited: self.allow_unsolicited,
+            clock_skew: self.skew,
+            allow_sha1: self.allow_sha1,
+            identity_attribute: self.identity_attribute,
+            now: self.now,
+        };
+        validate(xml, &context)
+    }
+}
+
+fn now() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-12-04T12:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+#[test]
+fn entra_assertion_signed_is_accepted() {
+    let verified = Check::new(now())
+        .run(&build(&Shape::entra(now())))
+        .expect("valid response");
+    assert_eq!(verified.identity, UPN);
+    assert_eq!(verified.name_id, UPN);
+    assert_eq!(verified.in_response_to.as_deref(), Some(REQUEST_ID));
+    assert_eq!(verified.not_on_or_after, now() + Duration::minutes(60));
+}
+
+#[test]
+fn response_signed_only_is_accepted() {
+    let shape = Shape {
+        signed: Signed::Response,
+        ..Shape::entra(now())
+    };
+    let verified = Check::new(now())
+        .run(&build(&shape))
+        .expect("valid response");
+    assert_eq!(verified.identity, UPN);
+}
+
+#[test]
+fn both_signed_is_accepted() {
+    let shape = Shape {
+        signed: Signed::Both,
+        ..Shape::entra(now())
+    };
+    assert!(Check::new(now()).run(&build(&shape)).is_ok());
+}
+
+#[test]
+fn unsigned_response_is_rejected() {
+    let shape = Shape {
+        signed: Signed::Nothing,
+        ..Shape::entra(now())
+    };
+    assert_eq!(
+        Check::new(now()).run(&build(&shape)),
+        Err(ResponseError::Signature)
+    );
+}
+
+#[test]
+fn other_key_is_rejected() {
+    let xml = build_with_key(&Shape::entra(now()), "_other", OTHER_KEY);
+    assert_eq!(Check::new(now()).run(&xml), Err(ResponseError::Signature));
+}
+
+#[test]
+fn any_configured_certificate_verifies() {
+    let xml = build_with_key(&Shape::entra(now()), "_other", OTHER_KEY);
+    let mut check = Check::new(now());
+    check.certificates = certificates(&[ENTRA_CERT, OTHER_CERT]);
+    assert!(check.run(&xml).is_ok());
+}
+
+#[test]
+fn no_certificate_verifies_nothing() {
+    let mut check = Check::new(now());
+    check.certificates.clear();
+    assert_eq!(
+        check.run(&build(&Shape::entra(now()))),
+        Err(ResponseError::Signature)
+    );
+}
+
+#[test]
+fn tampered_name_id_is_rejected() {
+    let xml = build(&Shape::entra(now())).replace(UPN, "admin@contoso.example");
+    assert_eq!(Check::new(now()).run(&xml), Err(ResponseError::Signature));
+}
+
+#[test]
+fn comment_in_name_id_is_rejected() {
+    // Exclusive canonicalisation drops comments, so the signature still
+    // verifies; a parser that reads only the first text node would see
+    // "jane.doe@contoso.example" where the IdP meant something longer.
+    let shape = Shape {
+        name_id: "jane.doe@contoso.example.evil.example".into(),
+        ..Shape::entra(now())
+    };
+    let xml = build(&shape).replace(
+        ">jane.doe@contoso.example.evil.example</NameID>",
+        ">jane.doe@contoso.example<!---->.evil.example</NameID>",
+    );
+    assert!(xml.contains("<!---->"));
+    assert_eq!(Check::new(now()).run(&xml), Err(ResponseError::Comment));
+}
+
+#[test]
+fn wrapped_assertion_is_rejected() {
+    let genuine = build(&Shape {
+        name_id: "guest@contoso.example".into(),
+        ..Shape::entra(now())
+    });
+    let start = genuine.find("<Assertion").unwrap();
+    let end = genuine.find("</Assertion>").unwrap() + "</Assertion>".len();
+    let signed_assertion = &genuine[start..end];
+    // The attacker adds an unsigned assertion for another user and hides the
+    // signed one where a careless verifier still finds its ID.
+    let forged = assertion_xml(&Shape::entra(now()), "_forged", false);
+    let wrapped = format!(
+        "{}<samlp:Extensions>{}</samlp:Extensions>{}{}",
+        &genuine[..start],
+        signed_assertion,
+        forged,
+        &genuine[end..]
+    );
+    assert_eq!(
+        Check::new(now()).run(&wrapped),
+        Err(ResponseError::AssertionCount(2))
+    );
+}
+
+#[test]
+fn two_assertions_are_rejected() {
+    let xml = build(&Shape::entra(now()));
+    let start = xml.find("<Assertion").unwrap();
+    let end = xml.find("</Assertion>").unwrap() + "</Assertion>".len();
+    let doubled = format!("{}{}{}", &xml[..end], &xml[start..end], &xml[end..]);
+    assert_eq!(
+        Check::new(now()).run(&doubled),
+        Err(ResponseError::AssertionCount(2))
+    );
+}
+
+#[test]
+fn unsigned_assertion_in_signed_response_shell() {
+    // The response is signed over an assertion that the attacker swaps out:
+    // the response signature no longer verifies.
+    let xml = build(&Shape {
+        signed: Signed::Response,
+        ..Shape::entra(now())
+    });
+    let forged = xml.replace(UPN, "ceo@contoso.example");
+    assert_eq!(
+        Check::new(now()).run(&forged),
+        Err(ResponseError::Signature)
+    );
+}
+
+#[test]
+fn encrypted_assertion_is_rejected_clearly() {
+    let xml = build(&Shape::entra(now()));
+    let start = xml.find("<Assertion").unwrap();
+    let end = xml.find("</Assertion>").unwrap() + "</Assertion>".len();
+    let encrypted = format!(
+        r#"{}<EncryptedAssertion xmlns="urn:oasis:names:tc:SAML:2.0:assertion"><CipherData/></EncryptedAssertion>{}"#,
+        &xml[..start],
+        &xml[end..]
+    );
+    let error = Check::new(now()).run(&encrypted).unwrap_err();
+    assert_eq!(error, ResponseError::EncryptedAssertion);
+    assert!(error.to_string().contains("turn off token encryption"));
+}
+
+#[test]
+fn wrong_issuer_is_rejected() {
+    let shape = Shape {
+        issuer: "https://evil.example/".into(),
+        ..Shape::entra(now())
+    };
+    assert!(matches!(
+        Check::new(now()).run(&build(&shape)),
+        Err(ResponseError::Issuer { .. })
+    ));
+}
+
+#[test]
+fn wrong_audience_is_rejected() {
+    let shape = Shape {
+        audience: "https://other-sp.example/".into(),
+        ..Shape::entra(now())
+    };
+    assert!(matches!(
+        Check::new(now()).run(&build(&shape)),
+        Err(ResponseError::Audience { .. })
+    ));
+}
+
+#[test]
+fn entra_spn_audience_is_accepted_when_configured() {
+    let shape = Shape {
+        audience: "spn:11111111-2222-4333-8444-555555555555".into(),
+        ..Shape::entra(now())
+    };
+    let xml = build(&shape);
+    let mut check = Check::new(now());
+    assert!(matches!(
+        check.run(&xml),
+        Err(ResponseError::Audience { .. })
+    ));
+    check
+        .audiences
+        .push("spn:11111111-2222-4333-8444-555555555555".into());
+    assert!(check.run(&xml).is_ok());
+}
+
+#[test]
+fn wrong_destination_is_rejected() {
+    let shape = Shape {
+        destination: Some("https://broker.example.test/other".into()),
+        ..Shape::entra(now())
+    };
+    assert!(matches!(
+        Check::new(now()).run(&build(&shape)),
+        Err(ResponseError::Destination { .. })
+    ));
+}
+
+#[test]
+fn wrong_recipient_is_rejected() {
+    // Behind a TLS-terminating proxy the request arrives over plain HTTP, but
+    // the Recipient must still equal the public https ACS URL.
+    let shape = Shape {
+        recipient: "http://broker.example.test/saml/acs".into(),
+        ..Shape::entra(now())
+    };
+    assert!(matches!(
+        Check::new(now()).run(&build(&shape)),
+        Err(ResponseError::Recipient { .. })
+    ));
+}
+
+#[test]
+fn in_response_to_must_match() {
+    let shape = Shape {
+        in_response_to: Some("_someone_elses_request".into()),
+        ..Shape::entra(now())
+    };
+    assert!(matches!(
+        Check::new(now()).run(&build(&shape)),
+        Err(ResponseError::InResponseTo { .. })
+    ));
+}
+
+#[test]
+fn missing_in_response_to_is_rejected() {
+    let shape = Shape {
+        in_response_to: None,
+        ..Shape::entra(now())
+    };
+    let error = Check::new(now()).run(&build(&shape)).unwrap_err();
+    assert!(
+        matches!(&error, ResponseError::InResponseTo { found, .. } if found == "(missing)"),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn unsolicited_only_when_allowed() {
+    let shape = Shape {
+        in_response_to: None,
+        ..Shape::entra(now())
+    };
+    let xml = build(&shape);
+    let mut check = Check::new(now());
+    check.expected_request_id = None;
+    assert_eq!(check.run(&xml), Err(ResponseError::Unsolicited));
+    check.allow_unsolicited = true;
+    assert!(check.run(&xml).is_ok());
+}
+
+#[test]
+fn expired_assertion_respects_skew() {
+    let shape = Shape::entra(now());
+    let xml = build(&shape);
+    let end = shape.not_on_or_after;
+    // The IssueInstant limit would reject first, so widen the window.
+    let mut check = Check::new(end + Duration::seconds(60));
+    let fresh = Shape {
+        issued: end,
+        not_before: end - Duration::hours(2),
+        ..shape.clone()
+    };
+    let fresh_xml = build(&fresh);
+    assert!(check.run(&fresh_xml).is_ok(), "inside the skew");
+    check.now = end + Duration::seconds(121);
+    assert!(
+        matches!(check.run(&fresh_xml), Err(ResponseError::Expired(_))),
+        "past the skew"
+    );
+    check.skew = Duration::zero();
+    check.now = end;
+    assert!(
+        matches!(check.run(&fresh_xml), Err(ResponseError::Expired(_))),
+        "no skew"
+    );
+    drop(xml);
+}
+
+#[test]
+fn not_yet_valid_respects_skew() {
+    // An IdP whose clock runs ahead: NotBefore and IssueInstant lie in our future.
+    let ahead = now() + Duration::seconds(90);
+    let shape = Shape {
+        issued: ahead,
+        not_before: ahead,
+        ..Shape::entra(ahead)
+    };
+    let xml = build(&shape);
+    let mut check = Check::new(now());
+    assert!(check.run(&xml).is_ok(), "90 s ahead is inside a 120 s skew");
+    check.skew = Duration::seconds(60);
+    assert!(matches!(
+        check.run(&xml),
+        Err(ResponseError::NotYetValid(_))
+    ));
+}
+
+#[test]
+fn old_issue_instant_is_rejected() {
+    let shape = Shape {
+        issued: now() - Duration::minutes(30),
+        ..Shape::entra(now())
+    };
+    assert!(matches!(
+        Check::new(now()).run(&build(&shape)),
+        Err(ResponseError::Expired(_))
+    ));
+}
+
+#[test]
+fn sha1_needs_explicit_setting() {
+    let shape = Shape {
+        sha1: true,
+        ..Shape::entra(now())
+    };
+    let xml = build(&shape);
+    let mut check = Check::new(now());
+    assert_eq!(check.run(&xml), Err(ResponseError::Signature));
+    check.allow_sha1 = true;
+    assert!(check.run(&xml).is_ok());
+}
+
+#[test]
+fn failed_status_is_reported() {
+    let shape = Shape {
+        status: "urn:oasis:names:tc:SAML:2.0:status:Responder",
+        ..Shape::entra(now())
+    };
+    let error = Check::new(now()).run(&build(&shape)).unwrap_err();
+    assert!(
+        matches!(&error, ResponseError::Status { status, .. } if status.ends_with("Responder")),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn doctype_is_rejected() {
+    let xml = format!(
+        "<!DOCTYPE r [<!ENTITY x \"y\">]>{}",
+        build(&Shape::entra(now()))
+    );
+    assert_eq!(Check::new(now()).run(&xml), Err(ResponseError::Doctype));
+}
+
+#[test]
+fn name_id_is_identity_without_attribute() {
+    let mut check = Check::new(now());
+    check.identity_attribute = None;
+    let verified = check.run(&build(&Shape::entra(now()))).unwrap();
+    assert_eq!(verified.identity, UPN);
+    check.identity_attribute = Some("http://schemas.example/missing");
+    assert!(matches!(
+        check.run(&build(&Shape::entra(now()))),
+        Err(ResponseError::NoIdentityAttribute(_))
+    ));
+}
+
+#[test]
+fn post_binding_decodes_crlf_wrapped_base64() {
+    let xml = build(&Shape::entra(now()));
+    let encoded = BASE64.encode(xml.as_bytes());
+    let wrapped: Vec<&str> = encoded
+        .as_bytes()
+        .chunks(76)
+        .map(|chunk| std::str::from_utf8(chunk).unwrap())
+        .collect();
+    let decoded = decode_post_binding(&wrapped.join("\r\n")).unwrap();
+    assert_eq!(decoded, xml);
+    assert!(Check::new(now()).run(&decoded).is_ok());
+    assert_eq!(
+        decode_post_binding("not base64!"),
+        Err(ResponseError::Base64)
+    );
+}
