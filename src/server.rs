@@ -16,6 +16,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (sessions, session_store) = session::layer(pool.clone(), &config).await?;
     let state = AppState::new(config.clone(), pool)?;
     let user_count = state.users.list().await?.len();
+    // Fails start-up on invalid IdP settings, such as no signing certificate.
+    if let Some(idp) = state.saml.active_idp().await? {
+        tracing::info!(
+            idp = %idp.settings.entity_id,
+            source = idp.source,
+            certificates = idp.certificates.len(),
+            sp_entity_id = state.saml.entity_id(),
+            acs_url = state.saml.acs_url(),
+            "SAML single sign-on is configured"
+        );
+    }
+    tokio::spawn(saml_housekeeping(state.clone()));
 
     tokio::spawn(session::delete_expired(session_store));
     let limiter = state.rate_limiter.clone();
@@ -75,6 +87,27 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("unified-login stopped");
     Ok(())
+}
+
+/// Re-fetches IdP metadata on schedule and drops expired SAML records.
+async fn saml_housekeeping(state: AppState) {
+    let minutes = u64::from(state.config.saml.metadata_refresh_minutes);
+    let mut refresh = tokio::time::interval(Duration::from_secs(minutes * 60));
+    let mut purge = tokio::time::interval(Duration::from_secs(300));
+    loop {
+        tokio::select! {
+            _ = refresh.tick() => {
+                if let Err(error) = state.saml.refresh_metadata(false).await {
+                    tracing::warn!(error = format!("{error:#}"), "scheduled SAML metadata refresh failed");
+                }
+            }
+            _ = purge.tick() => {
+                if let Err(error) = state.saml_store.purge_expired(state.clock.now()).await {
+                    tracing::warn!(%error, "purging expired SAML records failed");
+                }
+            }
+        }
+    }
 }
 
 async fn shutdown_on_signal(handle: Handle) {

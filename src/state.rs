@@ -8,11 +8,12 @@ use url::Url;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::connector::PasswordAuthenticator;
-use crate::connector::local::LocalPassword;
+use crate::connector::local::{LocalPassword, PasswordKind};
+use crate::connector::saml::SamlBroker;
 use crate::credentials::lockout::LockoutPolicy;
 use crate::credentials::password::PasswordHasher;
 use crate::directory::sqlite::SqliteDirectory;
-use crate::directory::{AuditEvent, AuditLog, FailureStore, UserStore};
+use crate::directory::{AuditEvent, AuditLog, FailureStore, SamlStore, UserStore};
 use crate::web::rate_limit::IpRateLimiter;
 
 #[derive(Clone)]
@@ -24,6 +25,9 @@ pub struct AppState {
     pub audit: Arc<dyn AuditLog>,
     pub passwords: PasswordHasher,
     pub local_password: Arc<dyn PasswordAuthenticator>,
+    pub mitel_password: Arc<dyn PasswordAuthenticator>,
+    pub saml: Arc<SamlBroker>,
+    pub saml_store: Arc<dyn SamlStore>,
     pub lockout: LockoutPolicy,
     pub rate_limiter: IpRateLimiter,
     pub clock: Arc<dyn Clock>,
@@ -33,12 +37,20 @@ impl AppState {
     pub fn new(config: Config, pool: SqlitePool) -> anyhow::Result<Self> {
         let directory = Arc::new(SqliteDirectory::new(pool));
         let passwords = PasswordHasher::new(&config.password)?;
+        let public_url = config.public_url();
+        let saml = SamlBroker::new(&config.saml, &public_url, directory.clone())?;
         Ok(Self {
-            public_url: config.public_url(),
+            public_url,
             users: directory.clone(),
             failures: directory.clone(),
+            saml_store: directory.clone(),
             audit: directory,
-            local_password: Arc::new(LocalPassword::new(passwords.clone())),
+            saml: Arc::new(saml),
+            local_password: Arc::new(LocalPassword::new(passwords.clone(), PasswordKind::Local)),
+            mitel_password: Arc::new(LocalPassword::new(
+                passwords.clone(),
+                PasswordKind::MitelCredentials,
+            )),
             passwords,
             lockout: LockoutPolicy::from(&config.lockout),
             rate_limiter: IpRateLimiter::new(&config.rate_limit),

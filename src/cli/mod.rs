@@ -3,6 +3,8 @@
 //! Every command fails with one line on standard error and a non-zero exit
 //! status, and changes nothing when it fails.
 
+mod cl_auth;
+mod saml;
 mod user;
 
 use std::path::PathBuf;
@@ -32,6 +34,16 @@ pub enum Command {
         #[command(subcommand)]
         command: user::UserCommand,
     },
+    /// Choose which users sign in through CloudLink authentication.
+    ClAuth {
+        #[command(subcommand)]
+        command: cl_auth::ClAuthCommand,
+    },
+    /// Show the SAML service provider's values and manage the IdP settings.
+    Saml {
+        #[command(subcommand)]
+        command: saml::SamlCommand,
+    },
 }
 
 /// Runs the parsed command line.
@@ -43,5 +55,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::server::run(config).await
         }
         Command::User { command } => user::run(&config, command).await,
+        Command::ClAuth { command } => {
+            let context = user::UserContext::open(&config).await?;
+            cl_auth::run(&context, command).await
+        }
+        Command::Saml { command } => saml::run(&config, command).await,
     }
 }

@@ -38,6 +38,8 @@ pub enum UserCommand {
     Show { user: String },
     /// Set a user's local password (read like `user add` does).
     SetPassword { user: String },
+    /// Set the separate Mitel-credentials password of a CL Auth user.
+    SetClPassword { user: String },
     /// Manage a user's TOTP second factor.
     Totp {
         #[command(subcommand)]
@@ -53,19 +55,25 @@ pub enum TotpCommand {
     Reset { user: String },
 }
 
-struct Context_ {
-    directory: SqliteDirectory,
-    hasher: PasswordHasher,
-    now: i64,
+pub struct UserContext {
+    pub directory: SqliteDirectory,
+    pub hasher: PasswordHasher,
+    pub now: i64,
+}
+
+impl UserContext {
+    pub async fn open(config: &Config) -> anyhow::Result<Self> {
+        let pool = db::connect_sqlite(&config.database_url).await?;
+        Ok(Self {
+            directory: SqliteDirectory::new(pool),
+            hasher: PasswordHasher::new(&config.password)?,
+            now: SystemClock.now(),
+        })
+    }
 }
 
 pub async fn run(config: &Config, command: UserCommand) -> anyhow::Result<()> {
-    let pool = db::connect_sqlite(&config.database_url).await?;
-    let context = Context_ {
-        directory: SqliteDirectory::new(pool),
-        hasher: PasswordHasher::new(&config.password)?,
-        now: SystemClock.now(),
-    };
+    let context = UserContext::open(config).await?;
     match command {
         UserCommand::Add {
             login_id,
@@ -76,6 +84,7 @@ pub async fn run(config: &Config, command: UserCommand) -> anyhow::Result<()> {
         UserCommand::List => list(&context).await,
         UserCommand::Show { user } => show(&context, &user).await,
         UserCommand::SetPassword { user } => set_password(&context, &user).await,
+        UserCommand::SetClPassword { user } => set_cl_password(&context, &user).await,
         UserCommand::Totp {
             command: TotpCommand::Enroll { user },
         } => totp_enroll(&context, &user).await,
@@ -86,7 +95,7 @@ pub async fn run(config: &Config, command: UserCommand) -> anyhow::Result<()> {
 }
 
 async fn add(
-    context: &Context_,
+    context: &UserContext,
     login_id: String,
     email: String,
     first_name: String,
@@ -140,7 +149,7 @@ async fn add(
     Ok(())
 }
 
-async fn list(context: &Context_) -> anyhow::Result<()> {
+async fn list(context: &UserContext) -> anyhow::Result<()> {
     let users = context.directory.list().await?;
     println!(
         "{:<24} {:<32} {:<24} {:<7} {:<6} {:<6}",
@@ -160,7 +169,7 @@ async fn list(context: &Context_) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn show(context: &Context_, identifier: &str) -> anyhow::Result<()> {
+async fn show(context: &UserContext, identifier: &str) -> anyhow::Result<()> {
     let user = find(context, identifier).await?;
     let recovery_left = context.directory.remaining_recovery_codes(&user.id).await?;
     println!("id:             {}", user.id);
@@ -181,7 +190,7 @@ async fn show(context: &Context_, identifier: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn set_password(context: &Context_, identifier: &str) -> anyhow::Result<()> {
+async fn set_password(context: &UserContext, identifier: &str) -> anyhow::Result<()> {
     let user = find(context, identifier).await?;
     let full_name = format!("{}{}", user.first_name, user.last_name);
     let password = read_new_password(&[
@@ -201,7 +210,34 @@ async fn set_password(context: &Context_, identifier: &str) -> anyhow::Result<()
     Ok(())
 }
 
-async fn totp_enroll(context: &Context_, identifier: &str) -> anyhow::Result<()> {
+async fn set_cl_password(context: &UserContext, identifier: &str) -> anyhow::Result<()> {
+    let user = find(context, identifier).await?;
+    if !user.cl_auth_enabled {
+        bail!(
+            "user '{}' does not use CL Auth; run `unified-login cl-auth enable {}` first",
+            user.login_id,
+            user.login_id
+        );
+    }
+    let full_name = format!("{}{}", user.first_name, user.last_name);
+    let password = read_new_password(&[
+        &user.login_id,
+        &user.email,
+        &user.first_name,
+        &user.last_name,
+        &full_name,
+    ])?;
+    let hash = context.hasher.hash(password).await?;
+    context
+        .directory
+        .set_cl_password(&user.id, &hash, context.now)
+        .await?;
+    audit(context, "user.set_cl_password", &user).await?;
+    println!("Mitel-credentials password set for {}", user.login_id);
+    Ok(())
+}
+
+async fn totp_enroll(context: &UserContext, identifier: &str) -> anyhow::Result<()> {
     let user = find(context, identifier).await?;
     if user.has_second_factor() {
         bail!(
@@ -234,7 +270,7 @@ async fn totp_enroll(context: &Context_, identifier: &str) -> anyhow::Result<()>
     Ok(())
 }
 
-async fn totp_reset(context: &Context_, identifier: &str) -> anyhow::Result<()> {
+async fn totp_reset(context: &UserContext, identifier: &str) -> anyhow::Result<()> {
     let user = find(context, identifier).await?;
     if !user.has_second_factor() {
         bail!(
@@ -251,7 +287,7 @@ async fn totp_reset(context: &Context_, identifier: &str) -> anyhow::Result<()> 
     Ok(())
 }
 
-async fn find(context: &Context_, identifier: &str) -> anyhow::Result<User> {
+pub async fn find(context: &UserContext, identifier: &str) -> anyhow::Result<User> {
     let key = identifier_key(identifier).with_context(|| format!("invalid user '{identifier}'"))?;
     context.directory.find_by_key(&key).await?.with_context(|| {
         format!(
@@ -261,7 +297,7 @@ async fn find(context: &Context_, identifier: &str) -> anyhow::Result<User> {
     })
 }
 
-async fn audit(context: &Context_, kind: &'static str, user: &User) -> anyhow::Result<()> {
+async fn audit(context: &UserContext, kind: &'static str, user: &User) -> anyhow::Result<()> {
     let event = AuditEvent {
         kind,
         outcome: "success",
@@ -275,7 +311,7 @@ async fn audit(context: &Context_, kind: &'static str, user: &User) -> anyhow::R
 
 /// Reads a new password from standard input (first line) when it is not a
 /// terminal, or prompts twice, then applies the password policy.
-fn read_new_password(user_inputs: &[&str]) -> anyhow::Result<SecretString> {
+pub fn read_new_password(user_inputs: &[&str]) -> anyhow::Result<SecretString> {
     let password = if std::io::stdin().is_terminal() {
         let first =
             rpassword::prompt_password("New password: ").context("cannot read the password")?;

@@ -7,24 +7,41 @@ use super::PasswordAuthenticator;
 use crate::credentials::password::PasswordHasher;
 use crate::directory::User;
 
+/// Which of a user's stored passwords an authenticator checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordKind {
+    /// The local password of users without CL Auth.
+    Local,
+    /// The separate "Mitel credentials" password of CL Auth users.
+    MitelCredentials,
+}
+
 pub struct LocalPassword {
     hasher: PasswordHasher,
+    kind: PasswordKind,
 }
 
 impl LocalPassword {
-    pub fn new(hasher: PasswordHasher) -> Self {
-        Self { hasher }
+    pub fn new(hasher: PasswordHasher, kind: PasswordKind) -> Self {
+        Self { hasher, kind }
     }
 }
 
 #[async_trait]
 impl PasswordAuthenticator for LocalPassword {
     fn id(&self) -> &'static str {
-        "local"
+        match self.kind {
+            PasswordKind::Local => "local",
+            PasswordKind::MitelCredentials => "mitel_credentials",
+        }
     }
 
     async fn authenticate(&self, user: Option<&User>, password: SecretString) -> bool {
-        let stored_hash = user.and_then(|user| user.password_hash.clone());
+        let stored_hash = user.and_then(|user| match self.kind {
+            PasswordKind::Local => user.password_hash.clone(),
+            PasswordKind::MitelCredentials if user.cl_auth_enabled => user.cl_password_hash.clone(),
+            PasswordKind::MitelCredentials => None,
+        });
         self.hasher.verify(password, stored_hash).await
     }
 }

@@ -262,12 +262,13 @@ impl UserStore for SqliteDirectory {
         let key = identifier_key(login_id)?;
         let mut tx = self.pool.begin().await?;
         if let Some(holder) = holder_of_key(&mut tx, &key).await?
-            && holder != id {
-                return Err(DirectoryError::Duplicate {
-                    field: "login ID",
-                    value: login_id.to_owned(),
-                });
-            }
+            && holder != id
+        {
+            return Err(DirectoryError::Duplicate {
+                field: "login ID",
+                value: login_id.to_owned(),
+            });
+        }
         let result = sqlx::query(
             "UPDATE users SET login_id = ?2, login_id_key = ?3, updated_at = ?4 WHERE id = ?1",
         )

@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use tower_sessions::Session;
 
+use super::saml;
 use super::state::{LoginFlow, Step};
 use crate::directory::{IdentifierError, MAX_IDENTIFIER_CHARS, identifier_key};
 use crate::error::AppError;
@@ -33,6 +34,9 @@ pub async fn show(
     if query.login_hint.is_none() && SignedIn::load(&session).await?.is_some() {
         return Ok(Redirect::to(&return_to).into_response());
     }
+
+    // Loads the IdP settings, so the page's CSP allows posting on to the IdP.
+    state.saml.active_idp().await?;
 
     let hint: String = query
         .login_hint
@@ -95,16 +99,31 @@ pub async fn submit(
         Some(user) => format!("user:{}", user.id),
         None => format!("identifier:{key}"),
     };
-    // NOTE: every identifier goes to the local password step for now. Users
-    // with CL Auth enabled will branch here to their identity provider.
+    let step = match &user {
+        Some(user) if user.cl_auth_enabled => {
+            saml::cl_auth_step(state.saml.active_idp().await?.as_deref())
+        }
+        _ => Step::Password,
+    };
     let flow = LoginFlow {
         identifier: form.identifier.trim().to_owned(),
         lockout_key,
         user_id: user.map(|user| user.id),
-        step: Step::Password,
+        step,
         return_to,
         started_at: state.clock.now(),
+        saml_request_id: None,
+        asserted_user_id: None,
     };
-    flow.save(&session).await?;
-    Ok(Redirect::to("/login/password").into_response())
+    match step {
+        Step::AwaitingIdp => saml::redirect_to_idp(&state, &session, flow, false).await,
+        Step::ChooseMethod => {
+            flow.save(&session).await?;
+            Ok(Redirect::to("/login/choose").into_response())
+        }
+        _ => {
+            flow.save(&session).await?;
+            Ok(Redirect::to("/login/password").into_response())
+        }
+    }
 }

@@ -19,10 +19,11 @@ mod finish;
 mod identify;
 mod otp;
 mod password;
+mod saml;
 mod state;
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{get, post};
 
 use crate::state::AppState;
 
@@ -36,4 +37,18 @@ pub fn routes() -> Router<AppState> {
             get(password::show).post(password::submit),
         )
         .route("/login/otp", get(otp::show).post(otp::submit))
+        .route(
+            "/login/choose",
+            get(saml::show_choice).post(saml::submit_choice),
+        )
+        .route("/saml/complete", get(saml::complete))
+        .route("/saml/mismatch", post(saml::resolve_mismatch))
+}
+
+/// Routes that IdPs reach without the browser's session: the ACS receives a
+/// cross-site POST, and the metadata is fetched by administrators and IdPs.
+pub fn idp_routes() -> Router<AppState> {
+    Router::new()
+        .route("/saml/acs", post(saml::acs))
+        .route("/saml/metadata", get(saml::metadata))
 }

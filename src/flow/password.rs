@@ -22,8 +22,12 @@ const WRONG_CREDENTIALS: &str =
     "The email address, login ID or password is incorrect. Check them and try again.";
 const ACCOUNT_DISABLED: &str = "This account is disabled. Ask your administrator to enable it.";
 
+/// Steps that show the password form: the local password, and the Mitel
+/// credentials of CL Auth users.
+const PASSWORD_STEPS: &[Step] = &[Step::Password, Step::MitelPassword];
+
 pub async fn show(State(state): State<AppState>, session: Session) -> Result<Response, AppError> {
-    let flow = match LoginFlow::load_at(&session, &state, Step::Password).await? {
+    let flow = match LoginFlow::load_at_any(&session, &state, PASSWORD_STEPS).await? {
         Ok(flow) => flow,
         Err(redirect) => return Ok(redirect),
     };
@@ -41,7 +45,7 @@ pub async fn submit(
     ClientIp(client_ip): ClientIp,
     Form(form): Form<PasswordForm>,
 ) -> Result<Response, AppError> {
-    let mut flow = match LoginFlow::load_at(&session, &state, Step::Password).await? {
+    let mut flow = match LoginFlow::load_at_any(&session, &state, PASSWORD_STEPS).await? {
         Ok(flow) => flow,
         Err(redirect) => return Ok(redirect),
     };
@@ -61,8 +65,13 @@ pub async fn submit(
         Some(id) => state.users.find_by_id(id).await?,
         None => None,
     };
-    let verified = state
-        .local_password
+    let mitel = flow.step == Step::MitelPassword;
+    let authenticator = if mitel {
+        &state.mitel_password
+    } else {
+        &state.local_password
+    };
+    let verified = authenticator
         .authenticate(user.as_ref(), form.password)
         .await;
     let user = match user {
@@ -96,6 +105,19 @@ pub async fn submit(
         )
         .await;
     }
+    if mitel {
+        // Mitel credentials belong to the CL Auth branch, where any second
+        // factor is the identity provider's business.
+        return complete_sign_in(
+            &state,
+            &session,
+            &flow,
+            &user,
+            &["mitel_credentials"],
+            client_ip,
+        )
+        .await;
+    }
     if user.has_second_factor() {
         flow.step = Step::SecondFactor;
         flow.save(&session).await?;
@@ -110,8 +132,13 @@ async fn page(
     status: StatusCode,
     error: Option<&str>,
 ) -> Result<Response, AppError> {
+    let heading = match flow.step {
+        Step::MitelPassword => "Enter your Mitel credentials password",
+        _ => "Enter your password",
+    };
     let page = PasswordPage {
         csrf_token: &csrf::token(session).await?,
+        heading,
         identifier: &flow.identifier,
         restart_url: &flow.restart_url(),
         error,

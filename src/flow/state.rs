@@ -7,12 +7,21 @@ use tower_sessions::Session;
 use crate::error::AppError;
 use crate::state::AppState;
 
-const FLOW_KEY: &str = "login.flow";
+pub const FLOW_KEY: &str = "login.flow";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Step {
+    /// The local password (also shown for unknown identifiers).
     Password,
     SecondFactor,
+    /// A CL Auth user picks the IdP or Mitel credentials.
+    ChooseMethod,
+    /// The separate Mitel-credentials password of a CL Auth user.
+    MitelPassword,
+    /// The browser was sent to the SAML IdP and has not come back yet.
+    AwaitingIdp,
+    /// The IdP asserted another user than the one typed; the user decides.
+    IdentityMismatch,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -27,6 +36,12 @@ pub struct LoginFlow {
     /// Same-origin path to continue to after sign-in, already validated.
     pub return_to: String,
     pub started_at: i64,
+    /// The AuthnRequest this browser is waiting on; the response must answer it.
+    #[serde(default)]
+    pub saml_request_id: Option<String>,
+    /// The user the IdP asserted when that differs from the one typed.
+    #[serde(default)]
+    pub asserted_user_id: Option<String>,
 }
 
 impl LoginFlow {
@@ -46,6 +61,15 @@ impl LoginFlow {
         state: &AppState,
         step: Step,
     ) -> Result<Result<Self, Response>, AppError> {
+        Self::load_at_any(session, state, &[step]).await
+    }
+
+    /// Like `load_at`, accepting any of `steps`.
+    pub async fn load_at_any(
+        session: &Session,
+        state: &AppState,
+        steps: &[Step],
+    ) -> Result<Result<Self, Response>, AppError> {
         let Some(flow) = session.get::<LoginFlow>(FLOW_KEY).await? else {
             return Ok(Err(Redirect::to("/login").into_response()));
         };
@@ -54,7 +78,7 @@ impl LoginFlow {
             Self::clear(session).await?;
             return Ok(Err(Redirect::to("/login?expired=1").into_response()));
         }
-        if flow.step != step {
+        if !steps.contains(&flow.step) {
             return Ok(Err(Redirect::to("/login").into_response()));
         }
         Ok(Ok(flow))

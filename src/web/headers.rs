@@ -10,7 +10,7 @@ use crate::state::AppState;
 // No script runs on any page: the pages work without JavaScript, and this
 // policy keeps an injected script from running either.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; \
-     form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+     frame-ancestors 'none'; base-uri 'none'";
 
 pub async fn security_headers(
     State(state): State<AppState>,
@@ -21,10 +21,16 @@ pub async fn security_headers(
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
 
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-    );
+    // Browsers check every redirect after a form post against form-action, so
+    // the IdP's origin must be allowed for the step that sends users there.
+    let form_action = match state.saml.cached_sso_origin() {
+        Some(origin) => format!("form-action 'self' {origin}"),
+        None => "form-action 'self'".to_owned(),
+    };
+    if let Ok(policy) = HeaderValue::from_str(&format!("{CONTENT_SECURITY_POLICY}; {form_action}"))
+    {
+        headers.insert(header::CONTENT_SECURITY_POLICY, policy);
+    }
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

@@ -41,6 +41,7 @@ pub fn app(state: AppState, sessions: SessionManagerLayer<SqliteStore>) -> Route
 
     Router::new()
         .merge(browser)
+        .merge(flow::idp_routes())
         .route("/static/style.css", get(stylesheet))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

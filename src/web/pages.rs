@@ -35,6 +35,8 @@ pub struct IdentifyPage<'a> {
 #[template(path = "password.html")]
 pub struct PasswordPage<'a> {
     pub csrf_token: &'a str,
+    /// "Enter your password" or, for CL Auth users, the Mitel-credentials wording.
+    pub heading: &'a str,
     pub identifier: &'a str,
     pub restart_url: &'a str,
     pub error: Option<&'a str>,
@@ -75,4 +77,22 @@ pub struct TotpEnrollPage<'a> {
 #[template(path = "recovery_codes.html")]
 pub struct RecoveryCodesPage<'a> {
     pub codes: &'a [String],
+}
+
+#[derive(Template)]
+#[template(path = "choose.html")]
+pub struct ChoosePage<'a> {
+    pub csrf_token: &'a str,
+    pub identifier: &'a str,
+    pub idp_name: &'a str,
+    pub restart_url: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "mismatch.html")]
+pub struct MismatchPage<'a> {
+    pub csrf_token: &'a str,
+    pub typed: &'a str,
+    pub asserted: &'a str,
+    pub idp_name: &'a str,
 }

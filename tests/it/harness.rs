@@ -42,11 +42,12 @@ impl Default for Options {
 
 pub struct Broker {
     pub base_url: String,
+    port: u16,
     /// PEM of the self-signed certificate when the broker serves HTTPS.
     pub certificate_pem: Option<String>,
     pub config_path: PathBuf,
     dir: TempDir,
-    child: Child,
+    child: Option<Child>,
 }
 
 /// Returns a loopback port that was free a moment ago.
@@ -63,6 +64,14 @@ impl Broker {
     }
 
     pub fn start_with(options: Options) -> Self {
+        let mut broker = Self::prepare(options);
+        broker.serve();
+        broker
+    }
+
+    /// Writes the config and data folder without starting the service, so a
+    /// test can run commands (such as `saml set`) first; `serve` starts it.
+    pub fn prepare(options: Options) -> Self {
         let dir = tempfile::tempdir().expect("temporary folder");
         let port = free_port();
         let scheme = if options.tls { "https" } else { "http" };
@@ -120,33 +129,47 @@ filter = "info,unified_login=debug"
         let config_path = dir.path().join("unified-login.toml");
         std::fs::write(&config_path, config).expect("write config");
 
-        let log = std::fs::File::create(dir.path().join("serve.log")).expect("log file");
+        Self {
+            base_url,
+            port,
+            certificate_pem,
+            config_path,
+            dir,
+            child: None,
+        }
+    }
+
+    /// Starts `unified-login serve` and waits until it listens.
+    pub fn serve(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("serve.log")).expect("log file");
         let child = Command::new(BINARY)
             .arg("--config")
-            .arg(&config_path)
+            .arg(&self.config_path)
             .arg("serve")
-            .current_dir(dir.path())
+            .current_dir(self.dir.path())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
             .spawn()
             .expect("start unified-login serve");
-
-        let broker = Self {
-            base_url,
-            certificate_pem,
-            config_path,
-            dir,
-            child,
-        };
-        broker.wait_until_ready(port);
-        broker
+        self.child = Some(child);
+        self.wait_until_ready(self.port);
     }
 
-    fn wait_until_ready(&self, port: u16) {
+    fn wait_until_ready(&mut self, port: u16) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return;
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|child| child.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                panic!(
+                    "broker exited with {status} before listening; log:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -223,8 +246,10 @@ filter = "info,unified_login=debug"
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

@@ -6,4 +6,6 @@ mod browser;
 mod cli;
 mod harness;
 mod http_login;
+mod peers;
+mod saml_flow;
 mod saml_responses;

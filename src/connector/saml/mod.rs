@@ -112,9 +112,9 @@ impl SamlBroker {
             && let Some(cached) = guard
                 .as_ref()
                 .filter(|cached| cached.loaded_at.elapsed() < SETTINGS_CACHE)
-            {
-                return Ok(cached.idp.clone());
-            }
+        {
+            return Ok(cached.idp.clone());
+        }
         let idp = self.load_idp().await?.map(Arc::new);
         if let Ok(mut guard) = self.cache.write() {
             *guard = Some(CachedIdp {

@@ -248,12 +248,13 @@ fn check_envelope(
     context: &ValidationContext<'_>,
 ) -> Result<(), ResponseError> {
     if let Some(destination) = &envelope.destination
-        && destination != context.acs_url {
-            return Err(ResponseError::Destination {
-                found: destination.clone(),
-                expected: context.acs_url.to_owned(),
-            });
-        }
+        && destination != context.acs_url
+    {
+        return Err(ResponseError::Destination {
+            found: destination.clone(),
+            expected: context.acs_url.to_owned(),
+        });
+    }
     if let Some(issuer) = envelope
         .issuer
         .as_ref()
@@ -413,13 +414,15 @@ fn check_window(
     context: &ValidationContext<'_>,
 ) -> Result<(), ResponseError> {
     if let Some(not_before) = not_before
-        && context.now + context.clock_skew < not_before {
-            return Err(ResponseError::NotYetValid(not_before.to_rfc3339()));
-        }
+        && context.now + context.clock_skew < not_before
+    {
+        return Err(ResponseError::NotYetValid(not_before.to_rfc3339()));
+    }
     if let Some(not_on_or_after) = not_on_or_after
-        && context.now - context.clock_skew >= not_on_or_after {
-            return Err(ResponseError::Expired(not_on_or_after.to_rfc3339()));
-        }
+        && context.now - context.clock_skew >= not_on_or_after
+    {
+        return Err(ResponseError::Expired(not_on_or_after.to_rfc3339()));
+    }
     Ok(())
 }
 

@@ -1,0 +1,5 @@
+//! Third-party identity software that integration tests run on loopback as
+//! peers of the broker.
+
+pub mod pysaml2;
+pub mod simplesamlphp;
