@@ -30,6 +30,8 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     pub password: PasswordConfig,
     pub saml: SamlConfig,
+    /// OpenID Connect IdP for CL Auth, as an alternative to a SAML IdP.
+    pub oidc: Option<crate::connector::oidc::OidcSettings>,
     pub log: LogConfig,
 }
 
@@ -138,6 +140,7 @@ impl Default for Config {
             rate_limit: RateLimitConfig::default(),
             password: PasswordConfig::default(),
             saml: SamlConfig::default(),
+            oidc: None,
             log: LogConfig::default(),
         }
     }
@@ -239,6 +242,14 @@ impl Config {
             .context("invalid [password] settings")?;
         if let Some(idp) = &self.saml.idp {
             idp.validate().context("invalid [saml.idp] settings")?;
+        }
+        if let Some(oidc) = &self.oidc {
+            oidc.validate()?;
+            if self.saml.idp.is_some() {
+                bail!(
+                    "both [oidc] and [saml.idp] are set: CL Auth uses one identity provider, so remove one"
+                );
+            }
         }
         if self.saml.metadata_refresh_minutes == 0 {
             bail!("saml.metadata_refresh_minutes must be at least 1");

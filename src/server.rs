@@ -17,7 +17,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let state = AppState::new(config.clone(), pool)?;
     let user_count = state.users.list().await?.len();
     // Fails start-up on invalid IdP settings, such as no signing certificate.
-    if let Some(idp) = state.saml.active_idp().await? {
+    let saml_idp = state.saml.active_idp().await?;
+    if let (Some(oidc), Some(saml)) = (&state.oidc, &saml_idp) {
+        anyhow::bail!(
+            "both an OpenID Connect IdP ({}) and a SAML IdP ({}, from the {}) are configured: \
+             CL Auth uses one identity provider, so remove one",
+            oidc.settings.issuer,
+            saml.settings.entity_id,
+            saml.source
+        );
+    }
+    if let Some(oidc) = &state.oidc {
+        tracing::info!(issuer = %oidc.settings.issuer, redirect_uri = oidc.redirect_uri(), "OpenID Connect single sign-on is configured");
+    }
+    if let Some(idp) = saml_idp {
         tracing::info!(
             idp = %idp.settings.entity_id,
             source = idp.source,

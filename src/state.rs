@@ -9,6 +9,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::connector::PasswordAuthenticator;
 use crate::connector::local::{LocalPassword, PasswordKind};
+use crate::connector::oidc::OidcConnector;
 use crate::connector::saml::SamlBroker;
 use crate::credentials::lockout::LockoutPolicy;
 use crate::credentials::password::PasswordHasher;
@@ -28,6 +29,7 @@ pub struct AppState {
     pub mitel_password: Arc<dyn PasswordAuthenticator>,
     pub saml: Arc<SamlBroker>,
     pub saml_store: Arc<dyn SamlStore>,
+    pub oidc: Option<Arc<OidcConnector>>,
     pub lockout: LockoutPolicy,
     pub rate_limiter: IpRateLimiter,
     pub clock: Arc<dyn Clock>,
@@ -39,6 +41,10 @@ impl AppState {
         let passwords = PasswordHasher::new(&config.password)?;
         let public_url = config.public_url();
         let saml = SamlBroker::new(&config.saml, &public_url, directory.clone())?;
+        let oidc = match &config.oidc {
+            Some(settings) => Some(Arc::new(OidcConnector::new(settings.clone(), &public_url)?)),
+            None => None,
+        };
         Ok(Self {
             public_url,
             users: directory.clone(),
@@ -46,6 +52,7 @@ impl AppState {
             saml_store: directory.clone(),
             audit: directory,
             saml: Arc::new(saml),
+            oidc,
             local_password: Arc::new(LocalPassword::new(passwords.clone(), PasswordKind::Local)),
             mitel_password: Arc::new(LocalPassword::new(
                 passwords.clone(),

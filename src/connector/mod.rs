@@ -7,6 +7,7 @@
 //! identity provider and a callback (SAML 2.0, OpenID Connect).
 
 pub mod local;
+pub mod oidc;
 pub mod saml;
 
 use async_trait::async_trait;

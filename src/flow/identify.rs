@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use tower_sessions::Session;
 
-use super::saml;
+use super::cl_auth;
 use super::state::{LoginFlow, Step};
 use crate::directory::{IdentifierError, MAX_IDENTIFIER_CHARS, identifier_key};
 use crate::error::AppError;
@@ -101,7 +101,7 @@ pub async fn submit(
     };
     let step = match &user {
         Some(user) if user.cl_auth_enabled => {
-            saml::cl_auth_step(state.saml.active_idp().await?.as_deref())
+            cl_auth::next_step(cl_auth::active_idp(&state).await?.as_ref())
         }
         _ => Step::Password,
     };
@@ -114,9 +114,10 @@ pub async fn submit(
         started_at: state.clock.now(),
         saml_request_id: None,
         asserted_user_id: None,
+        oidc: None,
     };
     match step {
-        Step::AwaitingIdp => saml::redirect_to_idp(&state, &session, flow, false).await,
+        Step::AwaitingIdp => cl_auth::redirect_to_idp(&state, &session, flow, false).await,
         Step::ChooseMethod => {
             flow.save(&session).await?;
             Ok(Redirect::to("/login/choose").into_response())

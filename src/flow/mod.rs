@@ -15,8 +15,10 @@
 //! user is unknown or the password is wrong.
 
 mod attempts;
+mod cl_auth;
 mod finish;
 mod identify;
+mod oidc;
 mod otp;
 mod password;
 mod saml;
@@ -42,7 +44,8 @@ pub fn routes() -> Router<AppState> {
             get(saml::show_choice).post(saml::submit_choice),
         )
         .route("/saml/complete", get(saml::complete))
-        .route("/saml/mismatch", post(saml::resolve_mismatch))
+        .route("/login/mismatch", post(cl_auth::resolve_mismatch))
+        .route("/oidc/callback", get(oidc::callback))
 }
 
 /// Routes that IdPs reach without the browser's session: the ACS receives a

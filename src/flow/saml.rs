@@ -17,17 +17,16 @@ use data_encoding::BASE64URL_NOPAD;
 use serde::{Deserialize, Serialize};
 use tower_sessions::Session;
 
-use super::finish::complete_sign_in;
+use super::cl_auth;
 use super::state::{LoginFlow, Step};
-use crate::connector::saml::ActiveIdp;
 use crate::connector::saml::request::new_request_id;
 use crate::connector::saml::response::{ResponseError, decode_post_binding};
-use crate::directory::{AuditEvent, User, identifier_key};
+use crate::directory::AuditEvent;
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::web::csrf;
 use crate::web::extract::ClientIp;
-use crate::web::pages::{ChoosePage, ErrorPage, MismatchPage, render};
+use crate::web::pages::{ChoosePage, ErrorPage, render};
 use crate::web::return_to::DEFAULT_RETURN_TO;
 
 /// Seconds the browser has to follow the redirect from the ACS.
@@ -82,11 +81,9 @@ pub async fn show_choice(
         Ok(flow) => flow,
         Err(redirect) => return Ok(redirect),
     };
-    let idp_name = state
-        .saml
-        .active_idp()
+    let idp_name = cl_auth::active_idp(&state)
         .await?
-        .map(|idp| idp.settings.name.clone())
+        .map(|idp| idp.name().to_owned())
         .unwrap_or_default();
     let page = ChoosePage {
         csrf_token: &csrf::token(&session).await?,
@@ -112,7 +109,7 @@ pub async fn submit_choice(
         Err(redirect) => return Ok(redirect),
     };
     match form.method.as_str() {
-        "idp" => redirect_to_idp(&state, &session, flow, false).await,
+        "idp" => cl_auth::redirect_to_idp(&state, &session, flow, false).await,
         "mitel" => {
             flow.step = Step::MitelPassword;
             flow.save(&session).await?;
@@ -294,7 +291,7 @@ pub async fn complete(
     let Some((request_id, result_json)) =
         state.saml_store.take_handoff(&query.handoff, now).await?
     else {
-        return refuse(
+        return cl_auth::refuse(
             StatusCode::BAD_REQUEST,
             "This sign-in link has expired or was already used. Start again from the sign-in page.",
         );
@@ -303,7 +300,7 @@ pub async fn complete(
 
     let flow = session.get::<LoginFlow>(super::state::FLOW_KEY).await?;
     let unsolicited = request_id.starts_with(UNSOLICITED_PREFIX);
-    let mut flow = match flow {
+    let flow = match flow {
         Some(flow)
             if flow.step == Step::AwaitingIdp
                 && flow.saml_request_id.as_deref() == Some(request_id.as_str()) =>
@@ -319,6 +316,7 @@ pub async fn complete(
             started_at: now,
             saml_request_id: Some(request_id.clone()),
             asserted_user_id: None,
+            oidc: None,
         },
         _ => {
             tracing::warn!(saml.request_id = %request_id, "SAML response handed to a browser that did not start the request");
@@ -332,167 +330,22 @@ pub async fn complete(
                     ..AuditEvent::default()
                 })
                 .await;
-            return refuse(
+            return cl_auth::refuse(
                 StatusCode::FORBIDDEN,
                 "This sign-in was started in another browser or tab. Start again from the sign-in page in this browser.",
             );
         }
     };
 
-    let user = match mapped_user(&state, &result.identity).await? {
-        Ok(user) => user,
-        Err(message) => {
-            state
-                .record(AuditEvent {
-                    kind: "login.saml",
-                    outcome: "failure",
-                    identifier: Some(result.identity.clone()),
-                    client_ip,
-                    detail: Some(message.clone()),
-                    ..AuditEvent::default()
-                })
-                .await;
-            LoginFlow::clear(&session).await?;
-            return refuse(StatusCode::FORBIDDEN, &message);
-        }
-    };
-
-    if flow.user_id.as_ref().is_some_and(|typed| *typed != user.id) {
-        flow.step = Step::IdentityMismatch;
-        flow.asserted_user_id = Some(user.id.clone());
-        flow.save(&session).await?;
-        return mismatch_page(&state, &session, &flow, &user).await;
-    }
-    flow.lockout_key = format!("user:{}", user.id);
-    finish_cl_sign_in(&state, &session, &flow, user, client_ip).await
-}
-
-/// Finds the directory user for the IdP's identity, or the message that
-/// tells the user why they cannot sign in.
-async fn mapped_user(state: &AppState, identity: &str) -> Result<Result<User, String>, AppError> {
-    let unknown = || {
-        format!(
-            "No account here matches {identity}, the user your identity provider signed in. Ask your administrator to add it."
-        )
-    };
-    let Ok(key) = identifier_key(identity) else {
-        return Ok(Err(unknown()));
-    };
-    let Some(user) = state.users.find_by_email_key(&key).await? else {
-        return Ok(Err(unknown()));
-    };
-    if !user.active {
-        return Ok(Err(format!(
-            "The account {identity} is disabled. Ask your administrator to enable it."
-        )));
-    }
-    if !user.cl_auth_enabled {
-        return Ok(Err(format!(
-            "Single sign-on is not enabled for {identity}. Sign in with your password, or ask your administrator to enable CL Auth."
-        )));
-    }
-    Ok(Ok(user))
-}
-
-async fn finish_cl_sign_in(
-    state: &AppState,
-    session: &Session,
-    flow: &LoginFlow,
-    user: User,
-    client_ip: Option<String>,
-) -> Result<Response, AppError> {
-    // The first single sign-on makes the email the login ID; the audit
-    // record keeps the old one.
-    let email_key = identifier_key(&user.email).map_err(anyhow::Error::from)?;
-    let login_key = identifier_key(&user.login_id).map_err(anyhow::Error::from)?;
-    if email_key != login_key {
-        state
-            .users
-            .set_login_id(&user.id, &user.email, state.clock.now())
-            .await?;
-        tracing::info!(user.id = %user.id, "login ID changed to the email address at first single sign-on");
-        state
-            .record(AuditEvent {
-                kind: "user.login_id_changed",
-                outcome: "success",
-                user_id: Some(user.id.clone()),
-                identifier: Some(user.email.clone()),
-                detail: Some(format!("previous login ID: {}", user.login_id)),
-                ..AuditEvent::default()
-            })
-            .await;
-    }
-    complete_sign_in(state, session, flow, &user, &["saml"], client_ip).await
-}
-
-async fn mismatch_page(
-    state: &AppState,
-    session: &Session,
-    flow: &LoginFlow,
-    asserted: &User,
-) -> Result<Response, AppError> {
-    let idp_name = state
-        .saml
-        .active_idp()
-        .await?
-        .map(|idp| idp.settings.name.clone())
-        .unwrap_or_default();
-    let page = MismatchPage {
-        csrf_token: &csrf::token(session).await?,
-        typed: &flow.identifier,
-        asserted: &asserted.email,
-        idp_name: &idp_name,
-    };
-    render(StatusCode::OK, &page)
-}
-
-#[derive(Deserialize)]
-pub struct MismatchForm {
-    action: String,
-}
-
-/// `POST /saml/mismatch`: continue as the asserted user, or start over at
-/// the IdP with forced re-authentication.
-pub async fn resolve_mismatch(
-    State(state): State<AppState>,
-    session: Session,
-    ClientIp(client_ip): ClientIp,
-    Form(form): Form<MismatchForm>,
-) -> Result<Response, AppError> {
-    let mut flow = match LoginFlow::load_at(&session, &state, Step::IdentityMismatch).await? {
-        Ok(flow) => flow,
-        Err(redirect) => return Ok(redirect),
-    };
-    if form.action == "restart" {
-        flow.asserted_user_id = None;
-        return redirect_to_idp(&state, &session, flow, true).await;
-    }
-    let asserted_id = flow.asserted_user_id.clone().unwrap_or_default();
-    let Some(user) = state.users.find_by_id(&asserted_id).await? else {
-        LoginFlow::clear(&session).await?;
-        return Ok(Redirect::to("/login").into_response());
-    };
-    flow.lockout_key = format!("user:{}", user.id);
-    finish_cl_sign_in(&state, &session, &flow, user, client_ip).await
-}
-
-fn refuse(status: StatusCode, message: &str) -> Result<Response, AppError> {
-    render(
-        status,
-        &ErrorPage {
-            title: "Sign-in failed",
-            message,
-        },
+    cl_auth::after_idp(
+        &state,
+        &session,
+        flow,
+        &result.identity,
+        "login.saml",
+        client_ip,
     )
-}
-
-/// The step a CL Auth user goes to after identifying.
-pub fn cl_auth_step(idp: Option<&ActiveIdp>) -> Step {
-    match idp {
-        None => Step::MitelPassword,
-        Some(idp) if idp.settings.mitel_credentials => Step::ChooseMethod,
-        Some(_) => Step::AwaitingIdp,
-    }
+    .await
 }
 
 /// `GET /saml/metadata`: SP metadata for the IdP administrator.

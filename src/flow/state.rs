@@ -42,6 +42,9 @@ pub struct LoginFlow {
     /// The user the IdP asserted when that differs from the one typed.
     #[serde(default)]
     pub asserted_user_id: Option<String>,
+    /// State, nonce and PKCE verifier of the pending OpenID Connect request.
+    #[serde(default)]
+    pub oidc: Option<crate::connector::oidc::PendingOidc>,
 }
 
 impl LoginFlow {

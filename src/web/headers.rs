@@ -23,10 +23,16 @@ pub async fn security_headers(
 
     // Browsers check every redirect after a form post against form-action, so
     // the IdP's origin must be allowed for the step that sends users there.
-    let form_action = match state.saml.cached_sso_origin() {
-        Some(origin) => format!("form-action 'self' {origin}"),
-        None => "form-action 'self'".to_owned(),
-    };
+    let mut form_action = String::from("form-action 'self'");
+    let idp_origins = state.saml.cached_sso_origin().into_iter();
+    let oidc_origins = state
+        .oidc
+        .iter()
+        .flat_map(|oidc| oidc.form_action_origins());
+    for origin in idp_origins.chain(oidc_origins) {
+        form_action.push(' ');
+        form_action.push_str(&origin);
+    }
     if let Ok(policy) = HeaderValue::from_str(&format!("{CONTENT_SECURITY_POLICY}; {form_action}"))
     {
         headers.insert(header::CONTENT_SECURITY_POLICY, policy);

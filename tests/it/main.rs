@@ -3,9 +3,12 @@
 //! through headless Chromium.
 
 mod browser;
+mod chromium;
 mod cli;
 mod harness;
 mod http_login;
 mod peers;
+mod saml_browser;
+mod saml_builder;
 mod saml_flow;
 mod saml_responses;

@@ -2,181 +2,19 @@
 //! build and sign themselves with the test-only keys in tests/fixtures/keys,
 //! including the attacks a service provider must reject.
 
-use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use chrono::{DateTime, Duration, Utc};
 use data_encoding::BASE64;
-use samael::crypto::{CertificateDer, Crypto, CryptoProvider};
+use samael::crypto::CertificateDer;
 use unified_login::connector::saml::certs::parse_certificates;
 use unified_login::connector::saml::response::{
     ResponseError, ValidationContext, VerifiedAssertion, decode_post_binding, validate,
 };
 use unified_login::connector::saml::settings::ENTRA_UPN_CLAIM;
 
-const ENTRA_KEY: &str = include_str!("../fixtures/keys/entra-test.key");
-const ENTRA_CERT: &str = include_str!("../fixtures/keys/entra-test.crt");
-const OTHER_KEY: &str = include_str!("../fixtures/keys/other-idp.key");
-const OTHER_CERT: &str = include_str!("../fixtures/keys/other-idp.crt");
-
-const IDP: &str = "https://sts.windows.net/00000000-0000-4000-8000-000000000001/";
-const SP: &str = "https://broker.example.test/saml/metadata";
-const ACS: &str = "https://broker.example.test/saml/acs";
-const REQUEST_ID: &str = "_4f1c0e2a9b7d4c3e8a6f5d2b1c0e9f8a";
-const UPN: &str = "jane.doe@contoso.example";
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Signed {
-    Assertion,
-    Response,
-    Both,
-    Nothing,
-}
-
-/// The parts of an Entra-shaped response that tests vary.
-#[derive(Clone)]
-struct Shape {
-    issued: DateTime<Utc>,
-    issuer: String,
-    destination: Option<String>,
-    in_response_to: Option<String>,
-    recipient: String,
-    audience: String,
-    not_before: DateTime<Utc>,
-    not_on_or_after: DateTime<Utc>,
-    name_id: String,
-    signed: Signed,
-    sha1: bool,
-    status: &'static str,
-}
-
-impl Shape {
-    fn entra(now: DateTime<Utc>) -> Self {
-        Self {
-            issued: now,
-            issuer: IDP.to_owned(),
-            destination: Some(ACS.to_owned()),
-            in_response_to: Some(REQUEST_ID.to_owned()),
-            recipient: ACS.to_owned(),
-            audience: SP.to_owned(),
-            not_before: now - Duration::minutes(5),
-            not_on_or_after: now + Duration::minutes(60),
-            name_id: UPN.to_owned(),
-            signed: Signed::Assertion,
-            sha1: false,
-            status: "urn:oasis:names:tc:SAML:2.0:status:Success",
-        }
-    }
-}
-
-fn time(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-fn signature_template(reference: &str, sha1: bool) -> String {
-    let (signature_method, digest_method) = if sha1 {
-        (
-            "http://www.w3.org/2000/09/xmldsig#rsa-sha1",
-            "http://www.w3.org/2000/09/xmldsig#sha1",
-        )
-    } else {
-        (
-            "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256",
-            "http://www.w3.org/2001/04/xmlenc#sha256",
-        )
-    };
-    format!(
-        r##"<Signature xmlns="http://www.w3.org/2000/09/xmldsig#"><SignedInfo><CanonicalizationMethod Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#"/><SignatureMethod Algorithm="{signature_method}"/><Reference URI="#{reference}"><Transforms><Transform Algorithm="http://www.w3.org/2000/09/xmldsig#enveloped-signature"/><Transform Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#"/></Transforms><DigestMethod Algorithm="{digest_method}"/><DigestValue></DigestValue></Reference></SignedInfo><SignatureValue></SignatureValue></Signature>"##
-    )
-}
-
-fn assertion_xml(shape: &Shape, assertion_id: &str, with_template: bool) -> String {
-    let in_response_to = shape
-        .in_response_to
-        .as_ref()
-        .map(|id| format!(r#" InResponseTo="{id}""#))
-        .unwrap_or_default();
-    let template = if with_template {
-        signature_template(assertion_id, shape.sha1)
-    } else {
-        String::new()
-    };
-    format!(
-        r#"<Assertion xmlns="urn:oasis:names:tc:SAML:2.0:assertion" ID="{assertion_id}" IssueInstant="{issued}" Version="2.0"><Issuer>{issuer}</Issuer>{template}<Subject><NameID Format="urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress">{name_id}</NameID><SubjectConfirmation Method="urn:oasis:names:tc:SAML:2.0:cm:bearer"><SubjectConfirmationData{in_response_to} NotOnOrAfter="{end}" Recipient="{recipient}"/></SubjectConfirmation></Subject><Conditions NotBefore="{not_before}" NotOnOrAfter="{end}"><AudienceRestriction><Audience>{audience}</Audience></AudienceRestriction></Conditions><AttributeStatement><Attribute Name="http://schemas.microsoft.com/identity/claims/tenantid"><AttributeValue>00000000-0000-4000-8000-000000000001</AttributeValue></Attribute><Attribute Name="{upn_claim}"><AttributeValue>{name_id}</AttributeValue></Attribute><Attribute Name="http://schemas.xmlsoap.org/ws/2005/05/identity/claims/givenname"><AttributeValue>Jane</AttributeValue></Attribute><Attribute Name="http://schemas.xmlsoap.org/ws/2005/05/identity/claims/surname"><AttributeValue>Doe</AttributeValue></Attribute></AttributeStatement><AuthnStatement AuthnInstant="{issued}" SessionIndex="{assertion_id}"><AuthnContext><AuthnContextClassRef>urn:oasis:names:tc:SAML:2.0:ac:classes:Password</AuthnContextClassRef></AuthnContext></AuthnStatement></Assertion>"#,
-        issued = time(shape.issued),
-        issuer = shape.issuer,
-        name_id = shape.name_id,
-        end = time(shape.not_on_or_after),
-        recipient = shape.recipient,
-        not_before = time(shape.not_before),
-        audience = shape.audience,
-        upn_claim = ENTRA_UPN_CLAIM,
-    )
-}
-
-fn response_xml(shape: &Shape, assertion: &str, with_template: bool) -> String {
-    let response_id = "_a1b2c3d4-0000-4000-8000-00000000aaaa";
-    let destination = shape
-        .destination
-        .as_ref()
-        .map(|d| format!(r#" Destination="{d}""#))
-        .unwrap_or_default();
-    let in_response_to = shape
-        .in_response_to
-        .as_ref()
-        .map(|id| format!(r#" InResponseTo="{id}""#))
-        .unwrap_or_default();
-    let template = if with_template {
-        signature_template(response_id, shape.sha1)
-    } else {
-        String::new()
-    };
-    format!(
-        r#"<samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" ID="{response_id}" Version="2.0" IssueInstant="{issued}"{destination}{in_response_to}><Issuer xmlns="urn:oasis:names:tc:SAML:2.0:assertion">{issuer}</Issuer>{template}<samlp:Status><samlp:StatusCode Value="{status}"/></samlp:Status>{assertion}</samlp:Response>"#,
-        issued = time(shape.issued),
-        issuer = shape.issuer,
-        status = shape.status,
-    )
-}
-
-fn key_der(pem: &str) -> Vec<u8> {
-    openssl::pkey::PKey::private_key_from_pem(pem.as_bytes())
-        .unwrap()
-        .private_key_to_der()
-        .unwrap()
-}
-
-fn sign(xml: &str, key_pem: &str) -> String {
-    Crypto::sign_xml(xml, &key_der(key_pem)).expect("xmlsec signing")
-}
-
-/// Builds the response for `shape`, signed as it says with `key_pem`.
-fn build_with_key(shape: &Shape, assertion_id: &str, key_pem: &str) -> String {
-    let sign_assertion = matches!(shape.signed, Signed::Assertion | Signed::Both);
-    let sign_response = matches!(shape.signed, Signed::Response | Signed::Both);
-    let mut assertion = assertion_xml(shape, assertion_id, sign_assertion);
-    if sign_assertion {
-        // Sign the assertion on its own, so that the response signature (if
-        // any) covers the finished assertion signature.
-        let signed = sign(&response_xml(shape, &assertion, false), key_pem);
-        let start = signed.find("<Assertion").unwrap();
-        let end = signed.find("</Assertion>").unwrap() + "</Assertion>".len();
-        assertion = signed[start..end].to_owned();
-    }
-    let response = response_xml(shape, &assertion, sign_response);
-    let signed = if sign_response {
-        sign(&response, key_pem)
-    } else {
-        response
-    };
-    // Drop the XML declaration libxml2 adds, as IdPs send none.
-    signed
-        .trim_start_matches(|c| c != '<')
-        .replacen(r#"<?xml version="1.0"?>"#, "", 1)
-        .trim()
-        .to_owned()
-}
-
-fn build(shape: &Shape) -> String {
-    build_with_key(shape, "_9f8e7d6c-1111-4000-8000-00000000bbbb", ENTRA_KEY)
-}
+use crate::saml_builder::{
+    ACS, ENTRA_CERT, IDP, OTHER_CERT, OTHER_KEY, REQUEST_ID, SP, Shape, Signed, UPN, assertion_xml,
+    build, build_with_key,
+};
 
 fn certificates(pems: &[&str]) -> Vec<CertificateDer> {
     pems.iter()

@@ -65,7 +65,7 @@ pub enum SettingsError {
     EmptyEntityId,
     #[error("the Sign-in URL '{0}' must start with https:// or http://")]
     SsoUrlScheme(String),
-    #[error("signing certificates: {0}")]
+    #[error("invalid signing certificates")]
     Certificates(#[from] CertificateError),
     #[error("the clock skew of {0} seconds is too large: use at most 600")]
     SkewTooLarge(u32),
