@@ -11,7 +11,7 @@ use url::Url;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::connector::saml::SamlBroker;
-use crate::connector::saml::settings::{DEFAULT_CLOCK_SKEW_SECONDS, IdpSettings};
+use crate::connector::saml::settings::IdpSettings;
 use crate::db;
 use crate::directory::sqlite::SqliteDirectory;
 use crate::directory::{AuditEvent, AuditLog, SamlStore};
@@ -155,20 +155,7 @@ fn merge(current: Option<IdpSettings>, args: SetArgs) -> anyhow::Result<IdpSetti
                     missing.join(", ")
                 );
             }
-            IdpSettings {
-                name: String::new(),
-                sso_url: args.sso_url.clone().context("--sso-url")?,
-                entity_id: String::new(),
-                certificates_pem: String::new(),
-                mitel_credentials: false,
-                clock_skew_seconds: DEFAULT_CLOCK_SKEW_SECONDS,
-                allow_unsolicited: false,
-                send_subject: false,
-                identity_attribute: None,
-                extra_audiences: Vec::new(),
-                insecure_allow_sha1: false,
-                metadata_url: None,
-            }
+            IdpSettings::new("", args.sso_url.clone().context("--sso-url")?, "", "")
         }
     };
     if let Some(name) = args.name {

@@ -192,15 +192,7 @@ async fn show(context: &UserContext, identifier: &str) -> anyhow::Result<()> {
 
 async fn set_password(context: &UserContext, identifier: &str) -> anyhow::Result<()> {
     let user = find(context, identifier).await?;
-    let full_name = format!("{}{}", user.first_name, user.last_name);
-    let password = read_new_password(&[
-        &user.login_id,
-        &user.email,
-        &user.first_name,
-        &user.last_name,
-        &full_name,
-    ])?;
-    let hash = context.hasher.hash(password).await?;
+    let hash = new_password_hash(context, &user).await?;
     context
         .directory
         .set_password(&user.id, &hash, false, context.now)
@@ -219,6 +211,19 @@ async fn set_cl_password(context: &UserContext, identifier: &str) -> anyhow::Res
             user.login_id
         );
     }
+    let hash = new_password_hash(context, &user).await?;
+    context
+        .directory
+        .set_cl_password(&user.id, &hash, context.now)
+        .await?;
+    audit(context, "user.set_cl_password", &user).await?;
+    println!("Mitel-credentials password set for {}", user.login_id);
+    Ok(())
+}
+
+/// Reads a new password for `user`, checks it against the policy and the
+/// user's own names, and returns its hash.
+async fn new_password_hash(context: &UserContext, user: &User) -> anyhow::Result<String> {
     let full_name = format!("{}{}", user.first_name, user.last_name);
     let password = read_new_password(&[
         &user.login_id,
@@ -227,14 +232,7 @@ async fn set_cl_password(context: &UserContext, identifier: &str) -> anyhow::Res
         &user.last_name,
         &full_name,
     ])?;
-    let hash = context.hasher.hash(password).await?;
-    context
-        .directory
-        .set_cl_password(&user.id, &hash, context.now)
-        .await?;
-    audit(context, "user.set_cl_password", &user).await?;
-    println!("Mitel-credentials password set for {}", user.login_id);
-    Ok(())
+    context.hasher.hash(password).await
 }
 
 async fn totp_enroll(context: &UserContext, identifier: &str) -> anyhow::Result<()> {

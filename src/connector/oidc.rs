@@ -115,7 +115,7 @@ impl OidcSettings {
     }
 }
 
-/// What the browser's session keeps between the redirect and the callback.
+/// Values the browser's session keeps between the redirect and the callback.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct PendingOidc {
     pub state: String,
@@ -205,12 +205,12 @@ impl OidcConnector {
         origins
     }
 
-    /// Records whether the IdP answered, logging the CL_CONNECT_FAILURE
+    /// Records whether the IdP responded, logging the CL_CONNECT_FAILURE
     /// alarm once when it is raised and once when it clears.
     fn note_reachable(&self, reachable: bool) {
         let was_unreachable = self.unreachable.swap(!reachable, Ordering::SeqCst);
         if reachable && was_unreachable {
-            tracing::info!(alarm = "CL_CONNECT_FAILURE", issuer = %self.settings.issuer, "alarm cleared: the identity provider answers again");
+            tracing::info!(alarm = "CL_CONNECT_FAILURE", issuer = %self.settings.issuer, "alarm cleared: the identity provider responds again");
         } else if !reachable && !was_unreachable {
             tracing::error!(alarm = "CL_CONNECT_FAILURE", issuer = %self.settings.issuer, "alarm raised: the identity provider cannot be reached");
         }

@@ -1,7 +1,8 @@
-//! What the CL Auth branch does the same whichever protocol the IdP speaks:
-//! choosing the step after the identifier, sending the browser to the IdP,
-//! mapping the asserted identity to a directory user, the "different
-//! account" decision, and the end of the sign-in.
+//! Steps of the CL Auth branch that do not depend on the IdP's protocol.
+//!
+//! They choose the step after the identifier, send the browser to the IdP,
+//! map the asserted identity to a directory user, handle the "different
+//! account" decision, and end the sign-in.
 
 use std::sync::Arc;
 
@@ -55,7 +56,7 @@ pub async fn active_idp(state: &AppState) -> Result<Option<ClIdp>, AppError> {
     Ok(state.saml.active_idp().await?.map(ClIdp::Saml))
 }
 
-/// The step a CL Auth user goes to after identifying.
+/// Returns the step a CL Auth user goes to after identifying.
 pub fn next_step(idp: Option<&ClIdp>) -> Step {
     match idp {
         None => Step::MitelPassword,
@@ -81,7 +82,8 @@ pub async fn redirect_to_idp(
 }
 
 /// Continues a flow after the IdP vouched for `identity`: maps it to a
-/// user, asks when it is not the user typed, and signs in otherwise.
+/// user, shows the mismatch page when it is not the user typed, and signs
+/// in otherwise.
 pub async fn after_idp(
     state: &AppState,
     session: &Session,
@@ -118,8 +120,8 @@ pub async fn after_idp(
     finish_cl_sign_in(state, session, &flow, user, client_ip).await
 }
 
-/// Finds the directory user for the IdP's identity, or the message that
-/// tells the user why they cannot sign in.
+/// Finds the directory user for the IdP's identity, or returns the message
+/// that explains why the user cannot sign in.
 async fn mapped_user(state: &AppState, identity: &str) -> Result<Result<User, String>, AppError> {
     let unknown = || {
         format!(

@@ -82,6 +82,24 @@ pub enum SettingsError {
 }
 
 impl IdpSettings {
+    /// Creates settings with the given IdP values and every switch at its default.
+    pub fn new(name: &str, sso_url: Url, entity_id: &str, certificates_pem: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            sso_url,
+            entity_id: entity_id.to_owned(),
+            certificates_pem: certificates_pem.to_owned(),
+            mitel_credentials: false,
+            clock_skew_seconds: DEFAULT_CLOCK_SKEW_SECONDS,
+            allow_unsolicited: false,
+            send_subject: false,
+            identity_attribute: None,
+            extra_audiences: Vec::new(),
+            insecure_allow_sha1: false,
+            metadata_url: None,
+        }
+    }
+
     /// Checks every field, returning the parsed signing certificates. A
     /// configuration without a certificate is an error, never "verify nothing".
     pub fn validate(&self) -> Result<Vec<SigningCertificate>, SettingsError> {
@@ -108,19 +126,8 @@ impl IdpSettings {
         base: Option<&IdpSettings>,
     ) -> Result<Self, SettingsError> {
         let imported = ImportedMetadata::parse(xml)?;
-        let mut settings = base.cloned().unwrap_or_else(|| IdpSettings {
-            name: name.to_owned(),
-            sso_url: imported.sso_url.clone(),
-            entity_id: imported.entity_id.clone(),
-            certificates_pem: String::new(),
-            mitel_credentials: false,
-            clock_skew_seconds: DEFAULT_CLOCK_SKEW_SECONDS,
-            allow_unsolicited: false,
-            send_subject: false,
-            identity_attribute: None,
-            extra_audiences: Vec::new(),
-            insecure_allow_sha1: false,
-            metadata_url: None,
+        let mut settings = base.cloned().unwrap_or_else(|| {
+            IdpSettings::new(name, imported.sso_url.clone(), &imported.entity_id, "")
         });
         if !name.is_empty() {
             settings.name = name.to_owned();
