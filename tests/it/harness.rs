@@ -191,6 +191,14 @@ filter = "info,unified_login=debug"
         self.dir.path()
     }
 
+    /// Adds TOML to the end of the config file; call it before `serve`.
+    pub fn append_config(&self, toml: &str) {
+        let mut config = std::fs::read_to_string(&self.config_path).expect("read config");
+        config.push('\n');
+        config.push_str(toml);
+        std::fs::write(&self.config_path, config).expect("write config");
+    }
+
     /// Runs a command-line subcommand against this broker's config.
     pub fn cli(&self, args: &[&str], stdin: &str) -> Output {
         run_cli(&self.config_path, self.dir.path(), args, stdin)

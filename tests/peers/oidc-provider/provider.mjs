@@ -1,4 +1,3 @@
-#!/usr/bin/env node
 // An OpenID Connect provider (OP) for end-to-end tests of the broker's relying
 // party, built on the certified npm package oidc-provider and served on
 // 127.0.0.1 only.
@@ -37,7 +36,8 @@ const WRONG_AUDIENCE = 'other-client';
 // The iss claim of an ID token in the wrong-issuer mode.
 const WRONG_ISSUER = 'http://127.0.0.1:1/wrong-issuer';
 // In the expired mode the ID token was issued 15 minutes ago and expired 10
-// minutes ago, well past the clock skew that relying parties usually allow.
+// minutes ago, so a relying party that allows 5 minutes of clock skew still
+// rejects it.
 const EXPIRED_ISSUED_SECONDS_AGO = 900;
 const EXPIRED_EXPIRY_SECONDS_AGO = 600;
 
@@ -259,8 +259,8 @@ function previousNonce(currentNonce) {
   return undefined;
 }
 
-// Returns the ID token `idToken`, signed by oidc-provider, changed as `mode`
-// says and signed again. Throws when the replayed-nonce mode finds no earlier
+// Returns the ID token `idToken`, signed by oidc-provider, with the change
+// that `mode` selects, signed again. Throws when the replayed-nonce mode finds no earlier
 // authorization request with a nonce.
 function applyIdTokenMode(idToken, mode) {
   const [headerPart, payloadPart] = idToken.split('.');
