@@ -189,17 +189,17 @@ impl OidcConnector {
     /// Origins that the sign-in pages may post on to (the authorization endpoint's).
     pub fn form_action_origins(&self) -> Vec<String> {
         let mut origins = vec![self.settings.issuer.origin().ascii_serialization()];
-        if let Ok(guard) = self.cache.read() {
-            if let Some(cached) = guard.as_ref() {
-                let origin = cached
-                    .metadata
-                    .authorization_endpoint()
-                    .url()
-                    .origin()
-                    .ascii_serialization();
-                if !origins.contains(&origin) {
-                    origins.push(origin);
-                }
+        if let Ok(guard) = self.cache.read()
+            && let Some(cached) = guard.as_ref()
+        {
+            let origin = cached
+                .metadata
+                .authorization_endpoint()
+                .url()
+                .origin()
+                .ascii_serialization();
+            if !origins.contains(&origin) {
+                origins.push(origin);
             }
         }
         origins
@@ -225,15 +225,13 @@ impl OidcConnector {
         force: bool,
     ) -> Result<(CoreProviderMetadata, Option<String>), OidcError> {
         let max_age = Duration::from_secs(u64::from(self.settings.discovery_refresh_minutes) * 60);
-        if !force {
-            if let Ok(guard) = self.cache.read() {
-                if let Some(cached) = guard
-                    .as_ref()
-                    .filter(|cached| cached.fetched_at.elapsed() < max_age)
-                {
-                    return Ok((cached.metadata.clone(), cached.issuer_template.clone()));
-                }
-            }
+        if !force
+            && let Ok(guard) = self.cache.read()
+            && let Some(cached) = guard
+                .as_ref()
+                .filter(|cached| cached.fetched_at.elapsed() < max_age)
+        {
+            return Ok((cached.metadata.clone(), cached.issuer_template.clone()));
         }
         let result = self.discover().await;
         self.note_reachable(!matches!(result, Err(OidcError::Unreachable(_))));
@@ -370,9 +368,7 @@ impl OidcConnector {
             let verifier = client
                 .id_token_verifier()
                 .require_issuer_match(template.is_none());
-            id_token
-                .claims(&verifier, &nonce)
-                .map(|claims| claims.clone())
+            id_token.claims(&verifier, &nonce).cloned()
         };
         let claims = match verified {
             Ok(claims) => claims,
