@@ -4,6 +4,7 @@
 //! status, and changes nothing when it fails.
 
 mod cl_auth;
+mod oidc;
 mod saml;
 mod user;
 
@@ -39,6 +40,11 @@ pub enum Command {
         #[command(subcommand)]
         command: cl_auth::ClAuthCommand,
     },
+    /// Show the OpenID Connect redirect URI and settings.
+    Oidc {
+        #[command(subcommand)]
+        command: oidc::OidcCommand,
+    },
     /// Show the SAML service provider's values and manage the IdP settings.
     Saml {
         #[command(subcommand)]
@@ -60,5 +66,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             cl_auth::run(&context, command).await
         }
         Command::Saml { command } => saml::run(&config, command).await,
+        Command::Oidc { command } => oidc::run(&config, command),
     }
 }

@@ -393,13 +393,7 @@ impl OidcConnector {
                 .get("tid")
                 .and_then(|value| value.as_str())
                 .unwrap_or_default();
-            let expected = template.replace(TENANT_PLACEHOLDER, tenant);
-            let issuer = claims.issuer().as_str().trim_end_matches('/');
-            if tenant.is_empty() || issuer != expected {
-                return Err(OidcError::InvalidIdToken(format!(
-                    "issuer '{issuer}' does not match '{template}' for tenant '{tenant}'"
-                )));
-            }
+            check_tenant_issuer(template, claims.issuer().as_str(), tenant)?;
         }
 
         let claim = self.settings.identity_claim.as_str();
@@ -420,6 +414,22 @@ impl OidcConnector {
     }
 }
 
+/// Checks a token from a multi-tenant issuer: its `iss` must be the
+/// discovery document's issuer template filled in with the token's `tid`.
+fn check_tenant_issuer(template: &str, issuer: &str, tenant: &str) -> Result<(), OidcError> {
+    let issuer = issuer.trim_end_matches('/');
+    let valid_tenant = !tenant.is_empty()
+        && tenant
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if valid_tenant && issuer == template.replace(TENANT_PLACEHOLDER, tenant) {
+        return Ok(());
+    }
+    Err(OidcError::InvalidIdToken(format!(
+        "issuer '{issuer}' does not match '{template}' for tenant '{tenant}'"
+    )))
+}
+
 /// Decodes the payload of a JWT whose signature the caller verified.
 fn unverified_payload(jwt: &str) -> Result<serde_json::Value, OidcError> {
     let payload = jwt
@@ -430,4 +440,56 @@ fn unverified_payload(jwt: &str) -> Result<serde_json::Value, OidcError> {
         .decode(payload.trim_end_matches('=').as_bytes())
         .map_err(|error| OidcError::InvalidIdToken(error.to_string()))?;
     serde_json::from_slice(&bytes).map_err(|error| OidcError::InvalidIdToken(error.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEMPLATE: &str = "https://login.microsoftonline.com/{tenantid}/v2.0";
+    const TENANT: &str = "9188040d-6c67-4c5b-b112-36a304b66dad";
+
+    #[test]
+    fn tenant_issuer_matches_its_tid() {
+        let issuer = format!("https://login.microsoftonline.com/{TENANT}/v2.0");
+        assert!(check_tenant_issuer(TEMPLATE, &issuer, TENANT).is_ok());
+    }
+
+    #[test]
+    fn tenant_issuer_rejects_other_tenant() {
+        let issuer = format!("https://login.microsoftonline.com/{TENANT}/v2.0");
+        let other = "00000000-0000-4000-8000-000000000000";
+        assert!(check_tenant_issuer(TEMPLATE, &issuer, other).is_err());
+        assert!(check_tenant_issuer(TEMPLATE, &issuer, "").is_err());
+        assert!(check_tenant_issuer(TEMPLATE, "https://evil.example/x/v2.0", "x").is_err());
+        // A tid that smuggles a path cannot make the template match another host.
+        let smuggled = "x/v2.0@evil.example";
+        let forged = TEMPLATE.replace(TENANT_PLACEHOLDER, smuggled);
+        assert!(check_tenant_issuer(TEMPLATE, &forged, smuggled).is_err());
+    }
+
+    #[test]
+    fn payload_decodes_claims() {
+        let payload = BASE64URL_NOPAD.encode(br#"{"tid":"t1","upn":"jane@example.com"}"#);
+        let value = unverified_payload(&format!("e30.{payload}.sig")).unwrap();
+        assert_eq!(value["upn"], "jane@example.com");
+        assert!(unverified_payload("not-a-jwt").is_err());
+    }
+
+    #[test]
+    fn settings_reject_unknown_claim() {
+        let settings = OidcSettings {
+            name: "Contoso".into(),
+            issuer: Url::parse("https://idp.example").unwrap(),
+            client_id: "id".into(),
+            client_secret: Some(SecretString::from("s")),
+            client_secret_file: None,
+            scopes: default_scopes(),
+            identity_claim: "sub".into(),
+            mitel_credentials: false,
+            discovery_refresh_minutes: 60,
+        };
+        let error = settings.validate().unwrap_err().to_string();
+        assert!(error.contains("identity_claim 'sub'"), "{error}");
+    }
 }

@@ -304,3 +304,32 @@ async fn unreachable_idp_raises_alarm() {
         "not again while it lasts"
     );
 }
+
+#[tokio::test]
+async fn oidc_show_prints_redirect_uri() {
+    let broker = Broker::prepare(Options::default());
+    let secret_path = broker.data_dir().join("oidc-secret");
+    std::fs::write(&secret_path, "very-secret-value\n").unwrap();
+    broker.append_config(&oidc_table("http://127.0.0.1:9", "client-7", &secret_path));
+    let output = broker.cli(&["oidc", "show"], "");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(text.contains(&broker.url("/oidc/callback")), "{text}");
+    assert!(text.contains("client-7"), "{text}");
+    assert!(
+        !text.contains("very-secret-value"),
+        "the secret must not be printed: {text}"
+    );
+
+    std::fs::remove_file(&secret_path).unwrap();
+    let missing = broker.cli(&["oidc", "show"], "");
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr)
+            .contains("cannot read the OIDC client secret file")
+    );
+}
