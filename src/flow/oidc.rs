@@ -72,9 +72,11 @@ pub async fn callback(
     let Some(pending) = flow.oidc.take() else {
         return Ok(Redirect::to("/login").into_response());
     };
-    // The state is single-use: it leaves the session whatever happens next.
-    flow.step = Step::Password;
-    flow.save(&session).await?;
+    // The flow leaves the session before anything is checked: the state is
+    // single-use, and a failed callback must not leave this browser at any
+    // step it could continue from. `after_idp` saves the flow again only for
+    // the different-account question.
+    LoginFlow::clear(&session).await?;
 
     let returned_state = query.state.unwrap_or_default();
     if !bool::from(returned_state.as_bytes().ct_eq(pending.state.as_bytes())) {

@@ -20,6 +20,8 @@ use crate::web::pages::{PasswordPage, render};
 /// The one message for an unknown identifier and a wrong password alike.
 const WRONG_CREDENTIALS: &str =
     "The email address, login ID or password is incorrect. Check them and try again.";
+const SINGLE_SIGN_ON_ONLY: &str =
+    "This account signs in through single sign-on. Start again from the sign-in page.";
 const ACCOUNT_DISABLED: &str = "This account is disabled. Ask your administrator to enable it.";
 
 /// Steps that show the password form: the local password, and the Mitel
@@ -88,6 +90,25 @@ pub async fn submit(
         }
     };
 
+    if !mitel && user.cl_auth_enabled {
+        // CL Auth users prove who they are at their IdP or with Mitel
+        // credentials; the local password is not a way around that.
+        record_failure(
+            &state,
+            &flow,
+            "login.password",
+            "local password for a CL Auth user",
+            client_ip,
+        )
+        .await?;
+        return page(
+            &session,
+            &flow,
+            StatusCode::FORBIDDEN,
+            Some(SINGLE_SIGN_ON_ONLY),
+        )
+        .await;
+    }
     if !user.active {
         record_failure(
             &state,

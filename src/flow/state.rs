@@ -18,7 +18,8 @@ pub enum Step {
     ChooseMethod,
     /// The separate Mitel-credentials password of a CL Auth user.
     MitelPassword,
-    /// The browser was sent to the SAML IdP and has not come back yet.
+    /// The browser was sent to the IdP (SAML or OpenID Connect) and has not
+    /// come back yet.
     AwaitingIdp,
     /// The IdP asserted another user than the one typed; the user decides.
     IdentityMismatch,

@@ -9,14 +9,21 @@ use crate::harness::{Broker, Options};
 use crate::peers::oidc_provider::{self, Mode, OidcProvider, OidcUser};
 use crate::saml_flow::{Client, Page, input_value};
 
-struct OidcSetup {
-    broker: Broker,
-    provider: OidcProvider,
+pub(crate) struct OidcSetup {
+    pub(crate) broker: Broker,
+    pub(crate) provider: OidcProvider,
 }
 
 /// A broker with the test provider as its `[oidc]` IdP and `jane@example.com`
 /// (login ID `jane`) enabled for CL Auth.
 fn setup() -> Option<OidcSetup> {
+    setup_with_users(&[("jane", "jane@example.com")])
+}
+
+/// Starts the test provider and a broker that uses it as its `[oidc]` IdP,
+/// with each `(login_id, email)` of `users` added and enabled for CL Auth.
+/// Returns `None` when the provider cannot run here outside CI.
+pub(crate) fn setup_with_users(users: &[(&str, &str)]) -> Option<OidcSetup> {
     let mut broker = Broker::prepare(Options::default());
     let provider = OidcProvider::start(&broker.url("/oidc/callback"))?;
     let secret_path = broker.data_dir().join("oidc-secret");
@@ -26,13 +33,15 @@ fn setup() -> Option<OidcSetup> {
         &provider.client_id,
         &secret_path,
     ));
-    broker.add_user("jane", "jane@example.com");
-    let enabled = broker.cli(&["cl-auth", "enable", "jane"], "");
-    assert!(
-        enabled.status.success(),
-        "{}",
-        String::from_utf8_lossy(&enabled.stderr)
-    );
+    for (login_id, email) in users {
+        broker.add_user(login_id, email);
+        let enabled = broker.cli(&["cl-auth", "enable", login_id], "");
+        assert!(
+            enabled.status.success(),
+            "cl-auth enable {login_id}: {}",
+            String::from_utf8_lossy(&enabled.stderr)
+        );
+    }
     broker.serve();
     Some(OidcSetup { broker, provider })
 }
@@ -331,5 +340,44 @@ async fn oidc_show_prints_redirect_uri() {
     assert!(
         String::from_utf8_lossy(&missing.stderr)
             .contains("cannot read the OIDC client secret file")
+    );
+}
+
+#[tokio::test]
+async fn failed_callback_leaves_no_password_step() {
+    let Some(setup) = setup() else { return };
+    setup.provider.set_mode(Mode::AccessDenied).await;
+    let client = Client::new();
+    let redirect = client.identify(&setup.broker, "jane@example.com").await;
+    let answer = client.get(&redirect.location).await;
+    let callback = follow_to_broker(
+        &client,
+        &setup.broker,
+        Url::parse(&redirect.location).unwrap(),
+        answer,
+    )
+    .await;
+    let denied = client.get(callback.as_str()).await;
+    assert_eq!(denied.status, StatusCode::BAD_REQUEST, "{}", denied.body);
+
+    // The broker's own password must not become a way around the IdP's answer.
+    let password_step = client.get(&setup.broker.url("/login/password")).await;
+    assert_eq!(
+        password_step.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        password_step.body
+    );
+    assert_eq!(password_step.location, "/login");
+    let replay = client.get(callback.as_str()).await;
+    assert_eq!(
+        replay.status,
+        StatusCode::BAD_REQUEST,
+        "a callback works once: {}",
+        replay.body
+    );
+    assert_eq!(
+        client.get(&setup.broker.url("/account")).await.status,
+        StatusCode::SEE_OTHER
     );
 }

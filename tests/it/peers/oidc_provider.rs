@@ -20,14 +20,12 @@
 #![allow(dead_code)]
 
 use std::fs;
-use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
 
-use tempfile::TempDir;
+use super::process::{LogFile, Peer, PeerProcess, PortInUse, missing_peer};
+use super::{json_string, read_login_hints};
 
 const PEER_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/oidc-provider");
 const PROVIDER_SCRIPT: &str = concat!(
@@ -38,14 +36,20 @@ const PROVIDER_SCRIPT: &str = concat!(
 const INSTALL_HINT: &str = "install Node.js 20.18 or later with npm, \
      and run `npm ci --no-audit --no-fund` in tests/peers/oidc-provider";
 
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Where the OP writes its stdout and stderr.
+const PROVIDER_LOG: &str = "provider.log";
 
-/// How often a start is retried when another process took the free port
-/// between the port check and the OP's bind.
-const START_ATTEMPTS: u32 = 3;
-
-/// Exit status of `provider.mjs` when its port is already in use.
-const EXIT_PORT_IN_USE: i32 = 3;
+const PEER: Peer = Peer {
+    name: "the oidc-provider OP",
+    dir_prefix: "oidc-provider-",
+    ready_path: "/.well-known/openid-configuration",
+    logs: &[LogFile {
+        heading: "oidc-provider OP log",
+        path: PROVIDER_LOG,
+    }],
+    // `provider.mjs` exits with status 3 when its port is already in use.
+    port_in_use: PortInUse::ExitCode(3),
+};
 
 pub const CLIENT_ID: &str = "unified-login-test";
 pub const CLIENT_SECRET: &str = "unified-login-test-client-secret";
@@ -163,13 +167,8 @@ pub struct OidcProvider {
     pub client_secret: String,
     /// The only redirect URI that the client may use.
     pub redirect_uri: String,
-    port: u16,
-    dir: TempDir,
-    child: Child,
+    process: PeerProcess,
 }
-
-/// A start attempt that failed because the OP could not bind its port.
-struct PortInUse;
 
 impl OidcProvider {
     /// Starts an OP whose client has the single redirect URI `redirect_uri`.
@@ -183,95 +182,22 @@ impl OidcProvider {
     /// document within 30 s.
     pub fn start(redirect_uri: &str) -> Option<Self> {
         if let Err(reason) = installation() {
-            if running_in_ci() {
-                panic!("cannot start the oidc-provider OP: {reason}; {INSTALL_HINT}");
-            }
-            eprintln!("OIDC peer test did not run: {reason}; {INSTALL_HINT} to run it");
-            return None;
+            return missing_peer(
+                "OIDC peer test",
+                &format!("{reason}; {INSTALL_HINT} to run it"),
+            );
         }
 
-        for _ in 0..START_ATTEMPTS {
-            let mut provider = Self::spawn(redirect_uri);
-            match provider.wait_until_ready() {
-                Ok(()) => return Some(provider),
-                Err(PortInUse) => continue,
-            }
-        }
-        panic!("the oidc-provider OP found its port in use {START_ATTEMPTS} times in a row");
-    }
-
-    /// Writes `config.json` into a fresh run folder and starts
-    /// `provider.mjs` on a free port.
-    fn spawn(redirect_uri: &str) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("oidc-provider-")
-            .tempdir()
-            .expect("create a temporary folder for the oidc-provider OP");
-        let root = dir.path();
-        let config_path = root.join("config.json");
-        let login_hints_path = root.join("login-hints.txt");
-        let config = config_json(redirect_uri, &login_hints_path.to_string_lossy(), &USERS);
-        fs::write(&config_path, config)
-            .unwrap_or_else(|error| panic!("write {}: {error}", config_path.display()));
-
-        let port = free_port();
-        let log_file = fs::File::create(root.join("provider.log")).expect("create provider.log");
-        let child = Command::new("node")
-            .arg(PROVIDER_SCRIPT)
-            .arg("--port")
-            .arg(port.to_string())
-            .arg("--config")
-            .arg(&config_path)
-            .current_dir(root)
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("clone provider.log handle"))
-            .stderr(log_file)
-            .spawn()
-            .expect("start node tests/peers/oidc-provider/provider.mjs");
-
-        Self {
-            issuer: format!("http://127.0.0.1:{port}"),
+        let process = PeerProcess::start(&PEER, |root, port| {
+            provider_command(root, port, redirect_uri)
+        });
+        Some(Self {
+            issuer: process.base_url(),
             client_id: CLIENT_ID.to_owned(),
             client_secret: CLIENT_SECRET.to_owned(),
             redirect_uri: redirect_uri.to_owned(),
-            port,
-            dir,
-            child,
-        }
-    }
-
-    /// Polls the discovery document until it returns 200 OK.
-    ///
-    /// Returns `Err(PortInUse)` when the OP exits because its port was
-    /// taken, and panics with the log on any other failure.
-    fn wait_until_ready(&mut self) -> Result<(), PortInUse> {
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().expect("check the node process") {
-                if status.code() == Some(EXIT_PORT_IN_USE) {
-                    return Err(PortInUse);
-                }
-                panic!(
-                    "the oidc-provider OP exited with {status} before it served its discovery document\n{}",
-                    self.logs()
-                );
-            }
-            match http_get(self.port, "/.well-known/openid-configuration") {
-                Ok((200, _)) => return Ok(()),
-                Ok((status, body)) => panic!(
-                    "GET {} returned HTTP status {status}, expected 200\n{body}\n{}",
-                    self.discovery_url(),
-                    self.logs()
-                ),
-                Err(_) => std::thread::sleep(Duration::from_millis(50)),
-            }
-        }
-        panic!(
-            "the oidc-provider OP did not serve {} within {} s\n{}",
-            self.discovery_url(),
-            STARTUP_TIMEOUT.as_secs(),
-            self.logs()
-        );
+            process,
+        })
     }
 
     pub fn discovery_url(&self) -> String {
@@ -294,14 +220,8 @@ impl OidcProvider {
     /// authorization endpoint, oldest first. The OP records each hint before
     /// it checks the request, so hints of rejected requests are here too.
     pub fn login_hints(&self) -> Vec<String> {
-        let path = self.dir.path().join("login-hints.txt");
-        let text = match fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(error) if error.kind() == ErrorKind::NotFound => return Vec::new(),
-            Err(error) => panic!("read {}: {error}", path.display()),
-        };
         // provider.mjs writes each hint through encodeURIComponent, one per line.
-        text.lines().map(percent_decode).collect()
+        read_login_hints(&self.process.run_dir().join("login-hints.txt"))
     }
 
     /// Replaces the signing key with a new RSA key under a new `kid` and
@@ -362,29 +282,37 @@ impl OidcProvider {
     /// Returns the OP's log: one line for each HTTP request, each login,
     /// consent and test switch, and every error that oidc-provider reports.
     pub fn log(&self) -> String {
-        fs::read_to_string(self.dir.path().join("provider.log")).unwrap_or_default()
+        self.process.read_log(PROVIDER_LOG)
     }
 
     /// Returns the run folder, which contains `config.json`, `provider.log`
     /// and `login-hints.txt`.
     pub fn run_dir(&self) -> &Path {
-        self.dir.path()
+        self.process.run_dir()
     }
 
     fn logs(&self) -> String {
-        format!(
-            "run folder: {}\n--- oidc-provider OP log ---\n{}",
-            self.dir.path().display(),
-            self.log()
-        )
+        self.process.logs()
     }
 }
 
-impl Drop for OidcProvider {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Writes `config.json` into the run folder `root` and builds the command
+/// that runs `provider.mjs` on `port`.
+fn provider_command(root: &Path, port: u16, redirect_uri: &str) -> Command {
+    let config_path = root.join("config.json");
+    let login_hints_path = root.join("login-hints.txt");
+    let config = config_json(redirect_uri, &login_hints_path.to_string_lossy(), &USERS);
+    fs::write(&config_path, config)
+        .unwrap_or_else(|error| panic!("write {}: {error}", config_path.display()));
+
+    let mut command = Command::new("node");
+    command
+        .arg(PROVIDER_SCRIPT)
+        .arg("--port")
+        .arg(port.to_string())
+        .arg("--config")
+        .arg(&config_path);
+    command
 }
 
 /// Returns the outcome of [`check_installation`], which runs once per test
@@ -489,42 +417,6 @@ fn run_npm_ci() -> Result<(), String> {
     ))
 }
 
-fn running_in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|value| value.eq_ignore_ascii_case("true") || value == "1")
-}
-
-/// Returns a loopback port that was free a moment ago.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("no free loopback port")
-}
-
-/// Sends `GET path` over HTTP/1.0 and returns the status code and the body.
-fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-
-    let invalid = |message: String| std::io::Error::new(ErrorKind::InvalidData, message);
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| invalid(format!("HTTP response without a blank line: {response:?}")))?;
-    // The status line reads "HTTP/1.x 200 OK".
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| invalid(format!("invalid HTTP status line in {head:?}")))?;
-    Ok((status, body.to_owned()))
-}
-
 /// Renders the config file that `provider.mjs --config` reads.
 fn config_json(redirect_uri: &str, login_hints_file: &str, users: &[OidcUser]) -> String {
     let users: Vec<String> = users
@@ -552,50 +444,6 @@ fn config_json(redirect_uri: &str, login_hints_file: &str, users: &[OidcUser]) -
         users.join(",\n    "),
         json_string(login_hints_file),
     )
-}
-
-/// Quotes `value` as a JSON string.
-fn json_string(value: &str) -> String {
-    let mut quoted = String::with_capacity(value.len() + 2);
-    quoted.push('"');
-    for character in value.chars() {
-        match character {
-            '"' => quoted.push_str("\\\""),
-            '\\' => quoted.push_str("\\\\"),
-            character if u32::from(character) < 0x20 => {
-                quoted.push_str(&format!("\\u{:04x}", u32::from(character)));
-            }
-            character => quoted.push(character),
-        }
-    }
-    quoted.push('"');
-    quoted
-}
-
-/// Decodes `%XX` escapes, as JavaScript's `encodeURIComponent` writes them.
-/// Bytes that do not form UTF-8 become U+FFFD.
-fn percent_decode(encoded: &str) -> String {
-    let bytes = encoded.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        let escaped = bytes
-            .get(index + 1..index + 3)
-            .filter(|_| bytes[index] == b'%')
-            .and_then(|hex| std::str::from_utf8(hex).ok())
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match escaped {
-            Some(byte) => {
-                decoded.push(byte);
-                index += 3;
-            }
-            None => {
-                decoded.push(bytes[index]);
-                index += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&decoded).into_owned()
 }
 
 #[cfg(test)]

@@ -16,27 +16,31 @@
 #![allow(dead_code)]
 
 use std::fs;
-use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
-use tempfile::TempDir;
+use super::process::{LogFile, Peer, PeerProcess, PortInUse, missing_peer};
+use super::{json_string, read_login_hints};
 
 const IDP_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/pysaml2/idp.py");
 
 const INSTALL_HINT: &str = "run `python3 -m pip install -r tests/peers/pysaml2/requirements.txt` \
      and install the Debian package xmlsec1";
 
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Where the IdP writes its stdout and stderr.
+const IDP_LOG: &str = "idp.log";
 
-/// How often a start is retried when another process took the free port
-/// between the port check and the IdP's bind.
-const START_ATTEMPTS: u32 = 3;
-
-/// Exit status of `idp.py` when its port is already in use.
-const EXIT_PORT_IN_USE: i32 = 3;
+const PEER: Peer = Peer {
+    name: "the pysaml2 IdP",
+    dir_prefix: "pysaml2-idp-",
+    ready_path: "/metadata",
+    logs: &[LogFile {
+        heading: "pysaml2 IdP log",
+        path: IDP_LOG,
+    }],
+    // `idp.py` exits with status 3 when its port is already in use.
+    port_in_use: PortInUse::ExitCode(3),
+};
 
 /// Names of the fields of the IdP's login form, the same as on Entra ID's
 /// sign-in page.
@@ -109,13 +113,8 @@ pub struct Pysaml2Idp {
     pub sso_url: String,
     /// PEM of the certificate whose key signs the Assertions.
     pub certificate_pem: String,
-    port: u16,
-    dir: TempDir,
-    child: Child,
+    process: PeerProcess,
 }
-
-/// A start attempt that failed because the IdP could not bind its port.
-struct PortInUse;
 
 impl Pysaml2Idp {
     /// Starts an IdP that sends its Responses to `acs_url` with the HTTP-POST
@@ -127,102 +126,23 @@ impl Pysaml2Idp {
     /// It also panics when the IdP does not serve its metadata within 30 s.
     pub fn start(sp_entity_id: &str, acs_url: &str) -> Option<Self> {
         if let Err(reason) = check_installation() {
-            if running_in_ci() {
-                panic!("cannot start the pysaml2 IdP: {reason}; {INSTALL_HINT}");
-            }
-            eprintln!("SAML peer test did not run: {reason}; {INSTALL_HINT} to run it");
-            return None;
+            return missing_peer(
+                "SAML peer test",
+                &format!("{reason}; {INSTALL_HINT} to run it"),
+            );
         }
 
-        for _ in 0..START_ATTEMPTS {
-            let mut idp = Self::spawn(sp_entity_id, acs_url);
-            match idp.wait_until_ready() {
-                Ok(()) => return Some(idp),
-                Err(PortInUse) => continue,
-            }
-        }
-        panic!("the pysaml2 IdP found its port in use {START_ATTEMPTS} times in a row");
-    }
-
-    /// Writes the users file into a fresh run folder and starts `idp.py` on
-    /// a free port.
-    fn spawn(sp_entity_id: &str, acs_url: &str) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("pysaml2-idp-")
-            .tempdir()
-            .expect("create a temporary folder for the pysaml2 IdP");
-        let root = dir.path();
-        let users_path = root.join("users.json");
-        fs::write(&users_path, users_json(&USERS))
-            .unwrap_or_else(|error| panic!("write {}: {error}", users_path.display()));
-
-        let port = free_port();
-        let base_url = format!("http://127.0.0.1:{port}");
-        let log_file = fs::File::create(root.join("idp.log")).expect("create idp.log");
-        let child = Command::new("python3")
-            .arg(IDP_SCRIPT)
-            .arg("--port")
-            .arg(port.to_string())
-            .arg("--sp-entity-id")
-            .arg(sp_entity_id)
-            .arg("--acs-url")
-            .arg(acs_url)
-            .arg("--users")
-            .arg(&users_path)
-            .arg("--login-hints")
-            .arg(root.join("login-hints.txt"))
-            // Keep Python from writing __pycache__ folders into the repository.
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .current_dir(root)
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("clone idp.log handle"))
-            .stderr(log_file)
-            .spawn()
-            .expect("start python3 tests/peers/pysaml2/idp.py");
-
-        Self {
+        let process = PeerProcess::start(&PEER, |root, port| {
+            idp_command(root, port, sp_entity_id, acs_url)
+        });
+        let base_url = process.base_url();
+        Some(Self {
             entity_id: format!("{base_url}/metadata"),
             sso_url: format!("{base_url}/sso"),
             certificate_pem: include_str!("../../peers/pysaml2/idp-pysaml2.crt").to_owned(),
             base_url,
-            port,
-            dir,
-            child,
-        }
-    }
-
-    /// Polls the metadata URL until it returns 200 OK.
-    ///
-    /// Returns `Err(PortInUse)` when the IdP exits because its port was
-    /// taken, and panics with the log on any other failure.
-    fn wait_until_ready(&mut self) -> Result<(), PortInUse> {
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().expect("check the python3 process") {
-                if status.code() == Some(EXIT_PORT_IN_USE) {
-                    return Err(PortInUse);
-                }
-                panic!(
-                    "the pysaml2 IdP exited with {status} before it served its metadata\n{}",
-                    self.logs()
-                );
-            }
-            match http_get(self.port, "/metadata") {
-                Ok((200, _)) => return Ok(()),
-                Ok((status, body)) => panic!(
-                    "GET {} returned HTTP status {status}, expected 200\n{body}\n{}",
-                    self.entity_id,
-                    self.logs()
-                ),
-                Err(_) => std::thread::sleep(Duration::from_millis(50)),
-            }
-        }
-        panic!(
-            "the pysaml2 IdP did not serve {} within {} s\n{}",
-            self.entity_id,
-            STARTUP_TIMEOUT.as_secs(),
-            self.logs()
-        );
+            process,
+        })
     }
 
     pub fn metadata_url(&self) -> String {
@@ -232,7 +152,7 @@ impl Pysaml2Idp {
     /// Fetches the IdP's SAML 2.0 metadata XML over HTTP. The request blocks
     /// the calling thread, which is brief on loopback.
     pub fn metadata_xml(&self) -> String {
-        match http_get(self.port, "/metadata") {
+        match self.process.http_get("/metadata") {
             Ok((200, body)) => body,
             Ok((status, body)) => panic!(
                 "GET {} returned HTTP status {status}\n{body}\n{}",
@@ -248,42 +168,50 @@ impl Pysaml2Idp {
     /// before it checks the request, so hints of rejected requests are here
     /// too.
     pub fn login_hints(&self) -> Vec<String> {
-        let path = self.dir.path().join("login-hints.txt");
-        let text = match fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(error) if error.kind() == ErrorKind::NotFound => return Vec::new(),
-            Err(error) => panic!("read {}: {error}", path.display()),
-        };
-        // idp.py writes one percent-encoded hint per line.
-        text.lines().map(percent_decode).collect()
+        // idp.py writes each hint through urllib.parse.quote, one per line.
+        read_login_hints(&self.process.run_dir().join("login-hints.txt"))
     }
 
     /// Returns the IdP's log: one line for each HTTP request, every
     /// AuthnRequest and Response in full, and every error.
     pub fn log(&self) -> String {
-        fs::read_to_string(self.dir.path().join("idp.log")).unwrap_or_default()
+        self.process.read_log(IDP_LOG)
     }
 
     /// Returns the run folder, which contains `users.json`, `idp.log` and
     /// `login-hints.txt`.
     pub fn run_dir(&self) -> &Path {
-        self.dir.path()
+        self.process.run_dir()
     }
 
     fn logs(&self) -> String {
-        format!(
-            "run folder: {}\n--- pysaml2 IdP log ---\n{}",
-            self.dir.path().display(),
-            self.log()
-        )
+        self.process.logs()
     }
 }
 
-impl Drop for Pysaml2Idp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Writes the users file into the run folder `root` and builds the command
+/// that runs `idp.py` on `port`.
+fn idp_command(root: &Path, port: u16, sp_entity_id: &str, acs_url: &str) -> Command {
+    let users_path = root.join("users.json");
+    fs::write(&users_path, users_json(&USERS))
+        .unwrap_or_else(|error| panic!("write {}: {error}", users_path.display()));
+
+    let mut command = Command::new("python3");
+    command
+        .arg(IDP_SCRIPT)
+        .arg("--port")
+        .arg(port.to_string())
+        .arg("--sp-entity-id")
+        .arg(sp_entity_id)
+        .arg("--acs-url")
+        .arg(acs_url)
+        .arg("--users")
+        .arg(&users_path)
+        .arg("--login-hints")
+        .arg(root.join("login-hints.txt"))
+        // Keep Python from writing __pycache__ folders into the repository.
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    command
 }
 
 /// Checks that `python3` runs and can import pysaml2, and that pysaml2 finds
@@ -317,42 +245,6 @@ except Exception:
     }
 }
 
-fn running_in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|value| value.eq_ignore_ascii_case("true") || value == "1")
-}
-
-/// Returns a loopback port that was free a moment ago.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("no free loopback port")
-}
-
-/// Sends `GET path` over HTTP/1.0 and returns the status code and the body.
-fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-
-    let invalid = |message: String| std::io::Error::new(ErrorKind::InvalidData, message);
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| invalid(format!("HTTP response without a blank line: {response:?}")))?;
-    // The status line reads "HTTP/1.x 200 OK".
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| invalid(format!("invalid HTTP status line in {head:?}")))?;
-    Ok((status, body.to_owned()))
-}
-
 /// Renders the users file that `idp.py --users` reads.
 fn users_json(users: &[IdpUser]) -> String {
     let entries: Vec<String> = users
@@ -369,50 +261,6 @@ fn users_json(users: &[IdpUser]) -> String {
         })
         .collect();
     format!("[\n  {}\n]\n", entries.join(",\n  "))
-}
-
-/// Quotes `value` as a JSON string.
-fn json_string(value: &str) -> String {
-    let mut quoted = String::with_capacity(value.len() + 2);
-    quoted.push('"');
-    for character in value.chars() {
-        match character {
-            '"' => quoted.push_str("\\\""),
-            '\\' => quoted.push_str("\\\\"),
-            character if u32::from(character) < 0x20 => {
-                quoted.push_str(&format!("\\u{:04x}", u32::from(character)));
-            }
-            character => quoted.push(character),
-        }
-    }
-    quoted.push('"');
-    quoted
-}
-
-/// Decodes `%XX` escapes, as Python's `urllib.parse.quote` writes them.
-/// Bytes that do not form UTF-8 become U+FFFD.
-fn percent_decode(encoded: &str) -> String {
-    let bytes = encoded.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        let escaped = bytes
-            .get(index + 1..index + 3)
-            .filter(|_| bytes[index] == b'%')
-            .and_then(|hex| std::str::from_utf8(hex).ok())
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match escaped {
-            Some(byte) => {
-                decoded.push(byte);
-                index += 3;
-            }
-            None => {
-                decoded.push(bytes[index]);
-                index += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&decoded).into_owned()
 }
 
 #[cfg(test)]

@@ -17,24 +17,42 @@
 #![allow(dead_code)]
 
 use std::fs;
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
-use tempfile::TempDir;
+use super::process::{LogFile, Peer, PeerProcess, PortInUse, missing_peer};
+use super::read_login_hints;
 
 /// The web root of Debian's `simplesamlphp` package.
 const SIMPLESAMLPHP_WWW: &str = "/usr/share/simplesamlphp/www";
 
 const INSTALL_HINT: &str = "install the Debian packages simplesamlphp, php-cli and php-xml";
 
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Where `php -S` writes one line for each request, and PHP's warnings and
+/// errors.
+const SERVER_LOG: &str = "server.log";
+/// Where SimpleSAMLphp writes its own log, as `config/config.php` sets.
+const SIMPLESAMLPHP_LOG: &str = "log/simplesamlphp.log";
 
-/// How often a start is retried when another process took the free port
-/// between the port check and PHP's bind.
-const START_ATTEMPTS: u32 = 3;
+const PEER: Peer = Peer {
+    name: "the SimpleSAMLphp IdP",
+    dir_prefix: "simplesamlphp-",
+    ready_path: "/saml2/idp/metadata.php",
+    logs: &[
+        LogFile {
+            heading: "php -S output",
+            path: SERVER_LOG,
+        },
+        LogFile {
+            heading: "SimpleSAMLphp log",
+            path: SIMPLESAMLPHP_LOG,
+        },
+    ],
+    // PHP 8.2's built-in web server exits with status 1 on a taken port and
+    // on other start failures alike, so only its output distinguishes them.
+    port_in_use: PortInUse::Output("Address already in use"),
+};
 
 /// Files copied unchanged into each run folder, by path inside that folder.
 const RUN_FILES: &[(&str, &str)] = &[
@@ -132,13 +150,8 @@ pub struct SimpleSamlPhp {
     pub sso_url: String,
     /// PEM of the certificate whose key signs the Responses or Assertions.
     pub certificate_pem: String,
-    port: u16,
-    dir: TempDir,
-    child: Child,
+    process: PeerProcess,
 }
-
-/// A start attempt that failed because PHP could not bind its port.
-struct PortInUse;
 
 impl SimpleSamlPhp {
     /// Starts an IdP that sends its Responses to `acs_url` with the HTTP-POST
@@ -150,115 +163,24 @@ impl SimpleSamlPhp {
     /// It also panics when the IdP does not serve its metadata within 30 s.
     pub fn start(sp_entity_id: &str, acs_url: &str, signing: Signing) -> Option<Self> {
         if let Err(reason) = check_installation() {
-            if running_in_ci() {
-                panic!("cannot start the SimpleSAMLphp IdP: {reason}; {INSTALL_HINT}");
-            }
-            eprintln!("SAML peer test did not run: {reason}; {INSTALL_HINT} to run it");
-            return None;
+            return missing_peer(
+                "SAML peer test",
+                &format!("{reason}; {INSTALL_HINT} to run it"),
+            );
         }
 
-        for _ in 0..START_ATTEMPTS {
-            let mut idp = Self::spawn(sp_entity_id, acs_url, signing);
-            match idp.wait_until_ready() {
-                Ok(()) => return Some(idp),
-                Err(PortInUse) => continue,
-            }
-        }
-        panic!("PHP's built-in web server found its port in use {START_ATTEMPTS} times in a row");
-    }
-
-    /// Writes a fresh run folder and starts `php -S` on a free port.
-    fn spawn(sp_entity_id: &str, acs_url: &str, signing: Signing) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("simplesamlphp-")
-            .tempdir()
-            .expect("create a temporary folder for SimpleSAMLphp");
-        let root = dir.path();
-        for folder in RUN_FOLDERS {
-            fs::create_dir_all(root.join(folder)).expect("create a SimpleSAMLphp run folder");
-        }
-        for (path, contents) in RUN_FILES {
-            let target = root.join(path);
-            fs::create_dir_all(target.parent().expect("run file has a parent folder"))
-                .expect("create a SimpleSAMLphp config folder");
-            fs::write(&target, contents)
-                .unwrap_or_else(|error| panic!("write {}: {error}", target.display()));
-        }
-
-        let port = free_port();
-        let base_url = format!("http://127.0.0.1:{port}");
-        fs::write(
-            root.join("parameters.php"),
-            parameters_php(&base_url, port, sp_entity_id, acs_url, signing),
-        )
-        .expect("write parameters.php");
-
-        let server_log = fs::File::create(root.join("server.log")).expect("create server.log");
-        let child = Command::new("php")
-            // Keep warnings out of the HTML and in server.log, whatever
-            // php.ini sets. Deprecation notices are left out because
-            // SimpleSAMLphp 1.19 calls strftime(), deprecated since PHP 8.1,
-            // for every line it logs.
-            .args(["-d", "display_errors=0", "-d", "log_errors=1"])
-            .args(["-d", "error_reporting=E_ALL & ~E_DEPRECATED"])
-            .arg("-S")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("-t")
-            .arg(SIMPLESAMLPHP_WWW)
-            .arg(root.join("router.php"))
-            .env("SIMPLESAMLPHP_CONFIG_DIR", root.join("config"))
-            // With workers, php -S forks children that kill() would not stop.
-            .env_remove("PHP_CLI_SERVER_WORKERS")
-            .current_dir(root)
-            .stdin(Stdio::null())
-            .stdout(server_log.try_clone().expect("clone server.log handle"))
-            .stderr(server_log)
-            .spawn()
-            .expect("start php -S");
-
-        Self {
+        let process = PeerProcess::start(&PEER, |root, port| {
+            write_run_folder(root, port, sp_entity_id, acs_url, signing);
+            php_server_command(root, port)
+        });
+        let base_url = process.base_url();
+        Some(Self {
             entity_id: format!("{base_url}/saml2/idp/metadata.php"),
             sso_url: format!("{base_url}/saml2/idp/SSOService.php"),
             certificate_pem: include_str!("../../fixtures/keys/idp-simplesamlphp.crt").to_owned(),
             base_url,
-            port,
-            dir,
-            child,
-        }
-    }
-
-    /// Polls the metadata URL until it returns 200 OK.
-    ///
-    /// Returns `Err(PortInUse)` when PHP exits because its port was taken, and
-    /// panics with both logs on any other failure.
-    fn wait_until_ready(&mut self) -> Result<(), PortInUse> {
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().expect("check the php process") {
-                if self.server_log().contains("Address already in use") {
-                    return Err(PortInUse);
-                }
-                panic!(
-                    "php -S exited with {status} before it served the IdP metadata\n{}",
-                    self.logs()
-                );
-            }
-            match http_status(self.port, "/saml2/idp/metadata.php") {
-                Ok(200) => return Ok(()),
-                Ok(status) => panic!(
-                    "GET {} returned HTTP status {status}, expected 200\n{}",
-                    self.metadata_url(),
-                    self.logs()
-                ),
-                Err(_) => std::thread::sleep(Duration::from_millis(50)),
-            }
-        }
-        panic!(
-            "SimpleSAMLphp did not serve {} within {} s\n{}",
-            self.metadata_url(),
-            STARTUP_TIMEOUT.as_secs(),
-            self.logs()
-        );
+            process,
+        })
     }
 
     pub fn metadata_url(&self) -> String {
@@ -287,48 +209,74 @@ impl SimpleSamlPhp {
     /// SingleSignOnService URL, oldest first. The hints are recorded whether
     /// or not the request was a valid SAML request.
     pub fn login_hints(&self) -> Vec<String> {
-        let path = self.dir.path().join("login-hints.txt");
-        let text = match fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(error) if error.kind() == ErrorKind::NotFound => return Vec::new(),
-            Err(error) => panic!("read {}: {error}", path.display()),
-        };
-        // router.php writes one percent-encoded hint per line.
-        text.lines().map(percent_decode).collect()
+        // router.php writes each hint through rawurlencode, one per line.
+        read_login_hints(&self.process.run_dir().join("login-hints.txt"))
     }
 
     /// Returns SimpleSAMLphp's own log, which includes every SAML message it
     /// sent or received.
     pub fn log(&self) -> String {
-        fs::read_to_string(self.dir.path().join("log/simplesamlphp.log")).unwrap_or_default()
+        self.process.read_log(SIMPLESAMLPHP_LOG)
     }
 
     /// Returns the output of PHP's built-in web server: one line for each
     /// request, and PHP warnings and errors.
     pub fn server_log(&self) -> String {
-        fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+        self.process.read_log(SERVER_LOG)
     }
 
     /// Returns the run folder, which contains the generated config and the logs.
     pub fn run_dir(&self) -> &Path {
-        self.dir.path()
+        self.process.run_dir()
     }
 
     fn logs(&self) -> String {
-        format!(
-            "run folder: {}\n--- php -S output ---\n{}\n--- SimpleSAMLphp log ---\n{}",
-            self.dir.path().display(),
-            self.server_log(),
-            self.log()
-        )
+        self.process.logs()
     }
 }
 
-impl Drop for SimpleSamlPhp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// Writes the config templates, the key pair and `parameters.php` for a
+/// server on `port` into the run folder `root`.
+fn write_run_folder(root: &Path, port: u16, sp_entity_id: &str, acs_url: &str, signing: Signing) {
+    for folder in RUN_FOLDERS {
+        fs::create_dir_all(root.join(folder)).expect("create a SimpleSAMLphp run folder");
     }
+    for (path, contents) in RUN_FILES {
+        let target = root.join(path);
+        fs::create_dir_all(target.parent().expect("run file has a parent folder"))
+            .expect("create a SimpleSAMLphp config folder");
+        fs::write(&target, contents)
+            .unwrap_or_else(|error| panic!("write {}: {error}", target.display()));
+    }
+
+    let base_url = format!("http://127.0.0.1:{port}");
+    fs::write(
+        root.join("parameters.php"),
+        parameters_php(&base_url, port, sp_entity_id, acs_url, signing),
+    )
+    .expect("write parameters.php");
+}
+
+/// Builds the `php -S` command that serves SimpleSAMLphp on `port` with the
+/// config in the run folder `root`.
+fn php_server_command(root: &Path, port: u16) -> Command {
+    let mut command = Command::new("php");
+    command
+        // Keep warnings out of the HTML and in server.log, whatever
+        // php.ini sets. Deprecation notices are left out because
+        // SimpleSAMLphp 1.19 calls strftime(), deprecated since PHP 8.1,
+        // for every line it logs.
+        .args(["-d", "display_errors=0", "-d", "log_errors=1"])
+        .args(["-d", "error_reporting=E_ALL & ~E_DEPRECATED"])
+        .arg("-S")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("-t")
+        .arg(SIMPLESAMLPHP_WWW)
+        .arg(root.join("router.php"))
+        .env("SIMPLESAMLPHP_CONFIG_DIR", root.join("config"))
+        // With workers, php -S forks children that kill() would not stop.
+        .env_remove("PHP_CLI_SERVER_WORKERS");
+    command
 }
 
 /// Checks that PHP with its DOM extension and SimpleSAMLphp are installed.
@@ -355,41 +303,6 @@ fn check_installation() -> Result<(), String> {
         Ok(status) if !status.success() => Err(format!("php -r exited with {status}")),
         Ok(_) => Ok(()),
     }
-}
-
-fn running_in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|value| value.eq_ignore_ascii_case("true") || value == "1")
-}
-
-/// Returns a loopback port that was free a moment ago.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("no free loopback port")
-}
-
-/// Sends `GET path` over HTTP/1.0 and returns the response status code.
-fn http_status(port: u16, path: &str) -> std::io::Result<u16> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut status_line = String::new();
-    BufReader::new(stream).read_line(&mut status_line)?;
-    // The status line reads "HTTP/1.x 200 OK".
-    status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| {
-            std::io::Error::new(
-                ErrorKind::InvalidData,
-                format!("invalid HTTP status line {status_line:?}"),
-            )
-        })
 }
 
 /// Renders `parameters.php`, which the copied config files read.
@@ -433,32 +346,6 @@ fn random_hex(byte_count: usize) -> String {
         .and_then(|mut urandom| urandom.read_exact(&mut bytes))
         .expect("read /dev/urandom");
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
-/// Decodes `%XX` escapes, as PHP's rawurlencode writes them. Bytes that do
-/// not form UTF-8 become U+FFFD.
-fn percent_decode(encoded: &str) -> String {
-    let bytes = encoded.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        let escaped = bytes
-            .get(index + 1..index + 3)
-            .filter(|_| bytes[index] == b'%')
-            .and_then(|hex| std::str::from_utf8(hex).ok())
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match escaped {
-            Some(byte) => {
-                decoded.push(byte);
-                index += 3;
-            }
-            None => {
-                decoded.push(bytes[index]);
-                index += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&decoded).into_owned()
 }
 
 #[cfg(test)]
