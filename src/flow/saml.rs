@@ -127,7 +127,7 @@ pub struct AcsForm {
     relay_state: Option<String>,
 }
 
-/// What the ACS parks for the browser's session.
+/// The verified identity that the ACS parks for the browser's session.
 #[derive(Serialize, Deserialize)]
 struct SamlResult {
     identity: String,

@@ -1,8 +1,9 @@
 //! CL Auth through SAML 2.0: the broker as a service provider.
 //!
-//! SP-initiated login only: the broker sends an AuthnRequest over the
-//! HTTP-Redirect binding with the typed email as `login_hint`, and the IdP
-//! answers over the HTTP-POST binding at the ACS. Pending requests, the
+//! The broker sends an AuthnRequest over the HTTP-Redirect binding with the
+//! typed email as `login_hint`, and the IdP responds over the HTTP-POST
+//! binding at the ACS. IdP-initiated (unsolicited) responses are accepted
+//! only when the settings allow them. Pending requests, the
 //! replay cache and the IdP settings live in the database so that several
 //! broker instances can share them.
 
@@ -31,7 +32,7 @@ use crate::directory::SamlStore;
 /// How long the IdP settings read from the database are reused before the
 /// next read, so that `saml set` on another instance takes effect quickly.
 const SETTINGS_CACHE: Duration = Duration::from_secs(5);
-/// Least time between two metadata fetches triggered by unknown keys, so a
+/// Minimum time between two metadata fetches triggered by unknown keys, so a
 /// flood of forged responses cannot turn the broker against the IdP.
 const MIN_METADATA_REFETCH: Duration = Duration::from_secs(60);
 

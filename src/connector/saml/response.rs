@@ -34,7 +34,7 @@ const STRONG_ALGORITHMS: &[AllowedSignatureAlgorithm] = &[
     AllowedSignatureAlgorithm::EcdsaSha512,
 ];
 
-/// Why a response was rejected. The message is for logs and administrators.
+/// Reason a response was rejected. The message is for logs and administrators.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ResponseError {
     #[error("SAMLResponse is larger than {MAX_ENCODED_BYTES} bytes")]
@@ -90,7 +90,7 @@ pub enum ResponseError {
     NoIdentityAttribute(String),
 }
 
-/// What the broker needs to know about this SP and IdP to validate a response.
+/// Facts about this SP and the IdP that response validation needs.
 pub struct ValidationContext<'a> {
     pub certificates: &'a [CertificateDer],
     pub idp_entity_id: &'a str,
@@ -427,7 +427,7 @@ fn check_window(
 }
 
 /// Finds a bearer SubjectConfirmation addressed to this ACS, within its
-/// window and answering the pending request. Returns its InResponseTo.
+/// window and naming the pending request. Returns its InResponseTo.
 fn check_subject_confirmation(
     assertion: &Assertion,
     context: &ValidationContext<'_>,
@@ -453,7 +453,7 @@ fn check_subject_confirmation(
                     expected: context.acs_url.to_owned(),
                 });
             }
-            // A bearer confirmation must say when it ends.
+            // A bearer confirmation must carry its end time (NotOnOrAfter).
             let Some(end) = data.not_on_or_after else {
                 return Err(ResponseError::Expired("(no NotOnOrAfter)".into()));
             };
