@@ -2,7 +2,7 @@
 //! the redirect to where the user was going.
 
 use axum::response::{IntoResponse, Redirect, Response};
-use tower_sessions::Session;
+use tower_sessions::{Expiry, Session};
 
 use super::state::LoginFlow;
 use crate::directory::{AuditEvent, User};
@@ -25,6 +25,8 @@ pub async fn complete_sign_in(
     // A new id defeats session fixation: an id planted before sign-in is
     // worthless after it.
     session.cycle_id().await?;
+    let idle = time::Duration::minutes(i64::from(state.config.session.idle_minutes));
+    session.set_expiry(Some(Expiry::OnInactivity(idle)));
     LoginFlow::clear(session).await?;
     let signed_in = SignedIn {
         user_id: user.id.clone(),

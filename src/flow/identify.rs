@@ -5,7 +5,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
-use tower_sessions::Session;
+use tower_sessions::{Expiry, Session};
 
 use super::cl_auth;
 use super::state::{LoginFlow, Step};
@@ -35,6 +35,13 @@ pub async fn show(
         return Ok(Redirect::to(&return_to).into_response());
     }
 
+    if SignedIn::load(&session).await?.is_none() {
+        // A session before sign-in carries only a CSRF token and a started
+        // flow, so it expires with the sign-in time limit instead of lasting
+        // the signed-in idle time: anonymous visits do not pile up rows.
+        let limit = time::Duration::minutes(i64::from(state.config.session.login_minutes));
+        session.set_expiry(Some(Expiry::OnInactivity(limit)));
+    }
     // Loads the IdP settings, so the page's CSP allows posting on to the IdP.
     state.saml.active_idp().await?;
 

@@ -227,6 +227,10 @@ async fn password_sign_in_and_logout() {
         cookie_before, cookie_after,
         "session id must change at sign-in"
     );
+    // Before sign-in the session lives for the 15-minute sign-in limit,
+    // afterwards for the 480-minute idle time.
+    assert!(cookie_before.contains("Max-Age=900"), "{cookie_before}");
+    assert!(cookie_after.contains("Max-Age=28800"), "{cookie_after}");
 
     let account = client.get("/account").await;
     assert_eq!(account.status, StatusCode::OK);
