@@ -27,6 +27,8 @@ pub async fn connect_sqlite(url: &str) -> anyhow::Result<SqlitePool> {
             .with_context(|| format!("cannot create database folder {}", parent.display()))?;
     }
 
+    create_private_file(Path::new(options.get_filename()))?;
+
     // An in-memory database exists once per connection, so it must not be pooled.
     let in_memory = url.contains(":memory:") || url.contains("mode=memory");
     let pool = SqlitePoolOptions::new()
@@ -41,4 +43,25 @@ pub async fn connect_sqlite(url: &str) -> anyhow::Result<SqlitePool> {
         .await
         .context("database migration failed")?;
     Ok(pool)
+}
+
+/// Creates the database file readable by its owner only, because it holds
+/// session ids and TOTP secrets. SQLite gives its -wal and -shm files the
+/// same permissions. An existing file is left as it is.
+fn create_private_file(path: &Path) -> anyhow::Result<()> {
+    let name = path.as_os_str();
+    if name.is_empty() || name == ":memory:" || path.exists() {
+        return Ok(());
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => {
+            Err(error).with_context(|| format!("cannot create database file {}", path.display()))
+        }
+    }
 }

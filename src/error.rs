@@ -22,6 +22,8 @@ pub enum AppError {
     RateLimited { retry_after: Duration },
     #[error("page not found")]
     NotFound,
+    #[error("the request's form or query is incomplete or malformed")]
+    MalformedRequest,
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -54,7 +56,12 @@ impl IntoResponse for AppError {
             Self::RateLimited { .. } => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "Too many attempts",
-                "Too many sign-in attempts came from your network. Wait a minute, then try again.",
+                "Too many sign-in attempts came from your network. Wait a moment, then try again.",
+            ),
+            Self::MalformedRequest => (
+                StatusCode::BAD_REQUEST,
+                "Incomplete request",
+                "The page sent an incomplete or malformed form. Go back, reload the page and try again.",
             ),
             Self::NotFound => (
                 StatusCode::NOT_FOUND,

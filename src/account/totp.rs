@@ -3,7 +3,6 @@
 //! The new secret stays in the session until the user proves, with a code,
 //! that their app has it; only then is it stored and recovery codes issued.
 
-use axum::Form;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -15,7 +14,7 @@ use crate::directory::AuditEvent;
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::web::csrf;
-use crate::web::extract::CurrentUser;
+use crate::web::extract::{AppForm, CurrentUser};
 use crate::web::pages::{RecoveryCodesPage, TotpEnrollPage, render};
 
 const PENDING_SECRET_KEY: &str = "account.pending_totp_secret";
@@ -43,7 +42,7 @@ pub struct ConfirmForm {
 pub async fn confirm(
     State(state): State<AppState>,
     current: CurrentUser,
-    Form(form): Form<ConfirmForm>,
+    AppForm(form): AppForm<ConfirmForm>,
 ) -> Result<Response, AppError> {
     if current.user.has_second_factor() {
         return Ok(Redirect::to("/account").into_response());

@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use axum::Form;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -22,7 +21,7 @@ use crate::directory::{AuditEvent, User, identifier_key};
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::web::csrf;
-use crate::web::extract::ClientIp;
+use crate::web::extract::{AppForm, ClientIp};
 use crate::web::pages::{ErrorPage, MismatchPage, render};
 
 /// The identity provider in force for CL Auth.
@@ -212,7 +211,7 @@ pub async fn resolve_mismatch(
     State(state): State<AppState>,
     session: Session,
     ClientIp(client_ip): ClientIp,
-    Form(form): Form<MismatchForm>,
+    AppForm(form): AppForm<MismatchForm>,
 ) -> Result<Response, AppError> {
     let mut flow = match LoginFlow::load_at(&session, &state, Step::IdentityMismatch).await? {
         Ok(flow) => flow,

@@ -25,6 +25,7 @@ pub async fn complete_sign_in(
     // A new id defeats session fixation: an id planted before sign-in is
     // worthless after it.
     session.cycle_id().await?;
+    crate::web::csrf::rotate(session).await?;
     let idle = time::Duration::minutes(i64::from(state.config.session.idle_minutes));
     session.set_expiry(Some(Expiry::OnInactivity(idle)));
     LoginFlow::clear(session).await?;

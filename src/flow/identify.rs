@@ -1,7 +1,6 @@
 //! Step 1: the identifier (email address or login ID).
 
-use axum::Form;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
@@ -14,6 +13,7 @@ use crate::error::AppError;
 use crate::session::SignedIn;
 use crate::state::AppState;
 use crate::web::csrf;
+use crate::web::extract::{AppForm, AppQuery};
 use crate::web::pages::{IdentifyPage, render};
 use crate::web::return_to::safe_return_to;
 
@@ -28,7 +28,7 @@ pub struct LoginQuery {
 pub async fn show(
     State(state): State<AppState>,
     session: Session,
-    Query(query): Query<LoginQuery>,
+    AppQuery(query): AppQuery<LoginQuery>,
 ) -> Result<Response, AppError> {
     let return_to = safe_return_to(query.return_to.as_deref(), &state.public_url);
     if query.login_hint.is_none() && SignedIn::load(&session).await?.is_some() {
@@ -80,7 +80,7 @@ pub struct IdentifyForm {
 pub async fn submit(
     State(state): State<AppState>,
     session: Session,
-    Form(form): Form<IdentifyForm>,
+    AppForm(form): AppForm<IdentifyForm>,
 ) -> Result<Response, AppError> {
     let return_to = safe_return_to(form.return_to.as_deref(), &state.public_url);
     let key = match identifier_key(&form.identifier) {

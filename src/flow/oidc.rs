@@ -3,7 +3,7 @@
 //! top-level GET, so the browser's SameSite=Lax session cookie comes with it
 //! and the pending state, nonce and PKCE verifier are read from the session.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
@@ -16,7 +16,7 @@ use crate::connector::oidc::{OidcConnector, OidcError};
 use crate::directory::AuditEvent;
 use crate::error::AppError;
 use crate::state::AppState;
-use crate::web::extract::ClientIp;
+use crate::web::extract::{AppQuery, ClientIp};
 
 pub async fn redirect_to_idp(
     session: &Session,
@@ -58,7 +58,7 @@ pub async fn callback(
     State(state): State<AppState>,
     session: Session,
     ClientIp(client_ip): ClientIp,
-    Query(query): Query<CallbackQuery>,
+    AppQuery(query): AppQuery<CallbackQuery>,
 ) -> Result<Response, AppError> {
     let Some(connector) = state.oidc.clone() else {
         return Err(AppError::NotFound);

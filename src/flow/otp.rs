@@ -1,6 +1,5 @@
 //! Step 3: the one-time code from an authenticator app, or a recovery code.
 
-use axum::Form;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -15,7 +14,7 @@ use crate::directory::User;
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::web::csrf;
-use crate::web::extract::ClientIp;
+use crate::web::extract::{AppForm, ClientIp};
 use crate::web::pages::{OtpPage, render};
 
 const WRONG_CODE: &str = "That code is incorrect or was already used. Enter the current code \
@@ -38,7 +37,7 @@ pub async fn submit(
     State(state): State<AppState>,
     session: Session,
     ClientIp(client_ip): ClientIp,
-    Form(form): Form<CodeForm>,
+    AppForm(form): AppForm<CodeForm>,
 ) -> Result<Response, AppError> {
     let flow = match LoginFlow::load_at(&session, &state, Step::SecondFactor).await? {
         Ok(flow) => flow,

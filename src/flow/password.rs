@@ -1,6 +1,5 @@
 //! Step 2: the password.
 
-use axum::Form;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -14,7 +13,7 @@ use super::state::{LoginFlow, Step};
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::web::csrf;
-use crate::web::extract::ClientIp;
+use crate::web::extract::{AppForm, ClientIp};
 use crate::web::pages::{PasswordPage, render};
 
 /// The one message for an unknown identifier and a wrong password alike.
@@ -45,7 +44,7 @@ pub async fn submit(
     State(state): State<AppState>,
     session: Session,
     ClientIp(client_ip): ClientIp,
-    Form(form): Form<PasswordForm>,
+    AppForm(form): AppForm<PasswordForm>,
 ) -> Result<Response, AppError> {
     let mut flow = match LoginFlow::load_at_any(&session, &state, PASSWORD_STEPS).await? {
         Ok(flow) => flow,

@@ -9,8 +9,7 @@
 //! browser is then redirected with a GET, which does carry the session
 //! cookie, and only a session that started this very request can take it.
 
-use axum::Form;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use data_encoding::BASE64URL_NOPAD;
@@ -25,7 +24,7 @@ use crate::directory::AuditEvent;
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::web::csrf;
-use crate::web::extract::ClientIp;
+use crate::web::extract::{AppForm, AppQuery, ClientIp};
 use crate::web::pages::{ChoosePage, ErrorPage, render};
 use crate::web::return_to::DEFAULT_RETURN_TO;
 
@@ -102,7 +101,7 @@ pub struct ChoiceForm {
 pub async fn submit_choice(
     State(state): State<AppState>,
     session: Session,
-    Form(form): Form<ChoiceForm>,
+    AppForm(form): AppForm<ChoiceForm>,
 ) -> Result<Response, AppError> {
     let mut flow = match LoginFlow::load_at(&session, &state, Step::ChooseMethod).await? {
         Ok(flow) => flow,
@@ -150,7 +149,7 @@ impl<E: Into<AppError>> From<E> for AcsError {
 pub async fn acs(
     State(state): State<AppState>,
     ClientIp(client_ip): ClientIp,
-    Form(form): Form<AcsForm>,
+    AppForm(form): AppForm<AcsForm>,
 ) -> Response {
     match accept_response(&state, &form).await {
         Ok(handoff) => Redirect::to(&format!("/saml/complete?handoff={handoff}")).into_response(),
@@ -164,7 +163,15 @@ pub async fn acs(
             )
             .await
         }
-        Err(AcsError::Request(reason)) => reject(&state, client_ip, reason, reason).await,
+        Err(AcsError::Request(reason)) => {
+            reject(
+                &state,
+                client_ip,
+                reason,
+                "The sign-in could not be completed",
+            )
+            .await
+        }
     }
 }
 
@@ -285,7 +292,7 @@ pub async fn complete(
     State(state): State<AppState>,
     session: Session,
     ClientIp(client_ip): ClientIp,
-    Query(query): Query<CompleteQuery>,
+    AppQuery(query): AppQuery<CompleteQuery>,
 ) -> Result<Response, AppError> {
     let now = state.clock.now();
     let Some((request_id, result_json)) =

@@ -35,6 +35,13 @@ pub async fn token(session: &Session) -> Result<String, AppError> {
     Ok(token)
 }
 
+/// Drops the session's token so that the next form gets a new one; called
+/// at sign-in, so a token seen before sign-in is worthless after it.
+pub async fn rotate(session: &Session) -> Result<(), AppError> {
+    session.remove::<String>(SESSION_KEY).await?;
+    Ok(())
+}
+
 /// Compares two tokens in constant time; an empty expected token never matches.
 pub fn tokens_match(expected: &str, submitted: &str) -> bool {
     !expected.is_empty() && bool::from(expected.as_bytes().ct_eq(submitted.as_bytes()))

@@ -83,3 +83,52 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
         Ok(Self(address))
     }
 }
+
+/// `axum::Form` whose rejection is the broker's own error page instead of
+/// the framework's plain-text message.
+pub struct AppForm<T>(pub T);
+
+impl<S, T> axum::extract::FromRequest<S> for AppForm<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = AppError;
+
+    async fn from_request(
+        request: axum::extract::Request,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::Form::<T>::from_request(request, state).await {
+            Ok(axum::Form(value)) => Ok(Self(value)),
+            Err(rejection) if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(AppError::PayloadTooLarge)
+            }
+            Err(rejection) => {
+                tracing::info!(%rejection, "malformed form rejected");
+                Err(AppError::MalformedRequest)
+            }
+        }
+    }
+}
+
+/// `axum::extract::Query` with the broker's own error page as rejection.
+pub struct AppQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for AppQuery<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Self(value)),
+            Err(rejection) => {
+                tracing::info!(%rejection, "malformed query rejected");
+                Err(AppError::MalformedRequest)
+            }
+        }
+    }
+}

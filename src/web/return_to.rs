@@ -30,6 +30,12 @@ fn same_origin_path(raw: &str, public_url: &Url) -> Option<String> {
         return None;
     }
     let mut path = resolved.path().to_owned();
+    // Dot segments can collapse into a leading `//` (`/.//evil.example`
+    // resolves to the path `//evil.example`), which browsers read as another
+    // host, so the resolved path is checked again.
+    if path.starts_with("//") || path.starts_with("/\\") {
+        return None;
+    }
     if let Some(query) = resolved.query() {
         path.push('?');
         path.push_str(query);
@@ -65,6 +71,11 @@ mod tests {
             "javascript:alert(1)",
             "evil.example",
             "http://login.example.com/",
+            "/.//evil.example",
+            "/..//evil.example",
+            "/%2E//evil.example",
+            "/a/..//evil.example",
+            "/x/../..//evil.example",
             "",
         ] {
             assert_eq!(

@@ -453,6 +453,8 @@ async fn return_to_stays_on_site() {
         ("https://evil.example/steal", "/account"),
         ("//evil.example/steal", "/account"),
         ("/\\evil.example", "/account"),
+        ("/.//evil.example", "/account"),
+        ("/a/..//evil.example", "/account"),
         ("/account?tab=security", "/account?tab=security"),
     ] {
         let client = WebClient::new(&broker);
@@ -671,6 +673,38 @@ async fn recovery_code_works_once() {
         .submit("/login/otp", "/login/otp", &[("code", &codes[0])])
         .await;
     assert_eq!(reused.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn malformed_form_gets_error_page() {
+    let broker = Broker::start();
+    let client = WebClient::new(&broker);
+    let token = csrf_token(&client.get("/login").await.body);
+    let page = client.post("/login", &[("csrf_token", &token)]).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    assert!(page.body.contains("Incomplete request"), "{}", page.body);
+    assert!(!page.body.contains("Failed to deserialize"), "{}", page.body);
+}
+
+#[tokio::test]
+async fn database_file_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let broker = Broker::start();
+    let mode = std::fs::metadata(broker.data_dir().join("broker.db")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "database readable by others: {mode:o}");
+}
+
+#[tokio::test]
+async fn csrf_token_changes_at_sign_in() {
+    let broker = Broker::start();
+    broker.add_user("jdoe", "jane@example.com");
+    let client = WebClient::new(&broker);
+    let before = csrf_token(&client.get("/login").await.body);
+    client.sign_in("jdoe", PASSWORD).await;
+    let after = csrf_token(&client.get("/account").await.body);
+    assert_ne!(before, after, "a token seen before sign-in must not work after it");
+    let stale = client.post("/logout", &[("csrf_token", &before)]).await;
+    assert_eq!(stale.status, StatusCode::FORBIDDEN);
 }
 
 #[tokio::test]
