@@ -27,10 +27,11 @@ pub async fn connect_sqlite(url: &str) -> anyhow::Result<SqlitePool> {
             .with_context(|| format!("cannot create database folder {}", parent.display()))?;
     }
 
-    create_private_file(Path::new(options.get_filename()))?;
-
     // An in-memory database exists once per connection, so it must not be pooled.
     let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+    if !in_memory {
+        create_private_file(Path::new(options.get_filename()))?;
+    }
     let pool = SqlitePoolOptions::new()
         .max_connections(if in_memory { 1 } else { 8 })
         .acquire_timeout(Duration::from_secs(10))
@@ -50,7 +51,7 @@ pub async fn connect_sqlite(url: &str) -> anyhow::Result<SqlitePool> {
 /// same permissions. An existing file is left as it is.
 fn create_private_file(path: &Path) -> anyhow::Result<()> {
     let name = path.as_os_str();
-    if name.is_empty() || name == ":memory:" || path.exists() {
+    if name.is_empty() || path.exists() {
         return Ok(());
     }
     let mut options = std::fs::OpenOptions::new();
