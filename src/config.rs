@@ -167,9 +167,11 @@ impl Default for LockoutConfig {
 
 impl Default for RateLimitConfig {
     fn default() -> Self {
+        // Generous, because a whole office behind one NAT address shares the
+        // allowance; guessing one account's password is bounded by the lockout.
         Self {
-            per_ip_per_minute: 30,
-            burst: 10,
+            per_ip_per_minute: 300,
+            burst: 100,
         }
     }
 }

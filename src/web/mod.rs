@@ -41,7 +41,10 @@ pub fn app(state: AppState, sessions: SessionManagerLayer<SqliteStore>) -> Route
 
     Router::new()
         .merge(browser)
-        .merge(flow::idp_routes())
+        .merge(flow::idp_routes().layer(middleware::from_fn_with_state(
+            state.clone(),
+            rate_limit::limit_posts,
+        )))
         .route("/static/style.css", get(stylesheet))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

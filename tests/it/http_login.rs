@@ -606,6 +606,22 @@ async fn rate_limit_per_client_ip() {
 }
 
 #[tokio::test]
+async fn acs_posts_are_rate_limited() {
+    let broker = Broker::start_with(Options {
+        per_ip_per_minute: 1,
+        burst: 2,
+        ..Options::default()
+    });
+    let client = WebClient::new(&broker);
+    for attempt in 1..=2 {
+        let page = client.post("/saml/acs", &[("SAMLResponse", "AAAA")]).await;
+        assert_eq!(page.status, StatusCode::BAD_REQUEST, "attempt {attempt}");
+    }
+    let limited = client.post("/saml/acs", &[("SAMLResponse", "AAAA")]).await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
 async fn totp_step_and_code_reuse() {
     let broker = Broker::start();
     broker.add_user("jdoe", "jane@example.com");
@@ -683,14 +699,21 @@ async fn malformed_form_gets_error_page() {
     let page = client.post("/login", &[("csrf_token", &token)]).await;
     assert_eq!(page.status, StatusCode::BAD_REQUEST);
     assert!(page.body.contains("Incomplete request"), "{}", page.body);
-    assert!(!page.body.contains("Failed to deserialize"), "{}", page.body);
+    assert!(
+        !page.body.contains("Failed to deserialize"),
+        "{}",
+        page.body
+    );
 }
 
 #[tokio::test]
 async fn database_file_is_private() {
     use std::os::unix::fs::PermissionsExt;
     let broker = Broker::start();
-    let mode = std::fs::metadata(broker.data_dir().join("broker.db")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(broker.data_dir().join("broker.db"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o077, 0, "database readable by others: {mode:o}");
 }
 
@@ -702,7 +725,10 @@ async fn csrf_token_changes_at_sign_in() {
     let before = csrf_token(&client.get("/login").await.body);
     client.sign_in("jdoe", PASSWORD).await;
     let after = csrf_token(&client.get("/account").await.body);
-    assert_ne!(before, after, "a token seen before sign-in must not work after it");
+    assert_ne!(
+        before, after,
+        "a token seen before sign-in must not work after it"
+    );
     let stale = client.post("/logout", &[("csrf_token", &before)]).await;
     assert_eq!(stale.status, StatusCode::FORBIDDEN);
 }
