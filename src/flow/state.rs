@@ -37,7 +37,8 @@ pub struct LoginFlow {
     /// Same-origin path to continue to after sign-in, already validated.
     pub return_to: String,
     pub started_at: i64,
-    /// The AuthnRequest this browser is waiting on; the response must answer it.
+    /// The AuthnRequest this browser is waiting on. The response's InResponseTo
+    /// must name it.
     #[serde(default)]
     pub saml_request_id: Option<String>,
     /// The user the IdP asserted when that differs from the one typed.

@@ -14,8 +14,8 @@ pub(crate) struct OidcSetup {
     pub(crate) provider: OidcProvider,
 }
 
-/// A broker with the test provider as its `[oidc]` IdP and `jane@example.com`
-/// (login ID `jane`) enabled for CL Auth.
+/// Starts a broker with the test provider as its `[oidc]` IdP and
+/// `jane@example.com` (login ID `jane`) enabled for CL Auth.
 fn setup() -> Option<OidcSetup> {
     setup_with_users(&[("jane", "jane@example.com")])
 }
@@ -79,7 +79,7 @@ async fn follow_to_broker(
 }
 
 /// Identifies at the broker, signs in at the provider as `user`, and returns
-/// the broker's answer to the callback.
+/// the broker's response to the callback.
 async fn sign_in(client: &Client, setup: &OidcSetup, typed: &str, user: &OidcUser) -> Page {
     let redirect = client.identify(&setup.broker, typed).await;
     assert_eq!(redirect.status, StatusCode::SEE_OTHER, "{}", redirect.body);
@@ -360,7 +360,7 @@ async fn failed_callback_leaves_no_password_step() {
     let denied = client.get(callback.as_str()).await;
     assert_eq!(denied.status, StatusCode::BAD_REQUEST, "{}", denied.body);
 
-    // The broker's own password must not become a way around the IdP's answer.
+    // The broker's own password must not become a way around the IdP's refusal.
     let password_step = client.get(&setup.broker.url("/login/password")).await;
     assert_eq!(
         password_step.status,
