@@ -46,7 +46,7 @@ pub async fn connect_sqlite(url: &str) -> anyhow::Result<SqlitePool> {
     Ok(pool)
 }
 
-/// Creates the database file readable by its owner only, because it holds
+/// Creates the database file readable by its owner only, because it contains
 /// session ids and TOTP secrets. SQLite gives its -wal and -shm files the
 /// same permissions. An existing file is left as it is.
 fn create_private_file(path: &Path) -> anyhow::Result<()> {

@@ -1,6 +1,6 @@
 //! Request errors and how they are shown.
 //!
-//! Users see a plain sentence that says what to do next; internal details
+//! Users see a plain sentence telling them what to do next, and internal details
 //! (database errors, file paths) go only to the log.
 
 use std::time::Duration;

@@ -21,7 +21,7 @@ const SIGNED_IN_KEY: &str = "auth.signed_in";
 pub struct SignedIn {
     pub user_id: String,
     pub authenticated_at: i64,
-    /// How the user proved who they are, for example `["password", "totp"]`.
+    /// Methods the user proved their identity with, for example `["password", "totp"]`.
     pub methods: Vec<String>,
 }
 

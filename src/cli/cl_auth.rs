@@ -26,7 +26,7 @@ pub async fn run(context: &UserContext, command: ClAuthCommand) -> anyhow::Resul
         ClAuthCommand::Enable { users } => (users, true),
         ClAuthCommand::Disable { users } => (users, false),
     };
-    // Every user is looked up first, so a typo changes nobody.
+    // Every user is looked up first, so a typo changes no user.
     let mut found = Vec::new();
     for identifier in users {
         found.push(find(context, identifier).await?);

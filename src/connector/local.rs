@@ -7,7 +7,7 @@ use super::PasswordAuthenticator;
 use crate::credentials::password::PasswordHasher;
 use crate::directory::User;
 
-/// Which of a user's stored passwords an authenticator checks.
+/// The stored password of a user that an authenticator checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PasswordKind {
     /// The local password of users without CL Auth.

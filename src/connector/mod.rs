@@ -22,7 +22,7 @@ pub trait PasswordAuthenticator: Send + Sync {
     fn id(&self) -> &'static str;
 
     /// Returns whether `password` is right for `user`. When `user` is `None`
-    /// (nobody matched the identifier) the check must still take about as
+    /// (no user matched the identifier) the check must still take about as
     /// long as a real one and return false, so that the response does not
     /// reveal which identifiers exist.
     async fn authenticate(&self, user: Option<&User>, password: SecretString) -> bool;

@@ -9,7 +9,7 @@
 
 use unicode_normalization::UnicodeNormalization;
 
-/// Longest identifier accepted, in characters. Email addresses are limited to
+/// Maximum identifier length accepted, in characters. Email addresses are limited to
 /// 254 octets by RFC 5321, and nothing longer is worth a database look-up.
 pub const MAX_IDENTIFIER_CHARS: usize = 320;
 

@@ -131,7 +131,7 @@ pub trait UserStore: Send + Sync {
         password_hash: &str,
         now: i64,
     ) -> Result<(), DirectoryError>;
-    /// Replaces the login ID, failing when another user already answers to it.
+    /// Replaces the login ID, failing when another user already has it as login ID or email.
     async fn set_login_id(&self, id: &str, login_id: &str, now: i64) -> Result<(), DirectoryError>;
 }
 
@@ -187,8 +187,8 @@ pub trait SamlStore: Send + Sync {
         &self,
         relay_key: &str,
     ) -> Result<Option<PendingSamlRequest>, DirectoryError>;
-    /// Marks the request answered and parks `result` under `handoff_key`.
-    /// Returns false when it was already answered or has expired.
+    /// Marks the request completed and parks `result` under `handoff_key`.
+    /// Returns false when it was already completed or has expired.
     async fn complete_request(
         &self,
         id: &str,

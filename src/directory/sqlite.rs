@@ -42,7 +42,7 @@ fn user_from_row(row: &SqliteRow) -> Result<User, sqlx::Error> {
     })
 }
 
-/// Returns the user who already answers to `key` as email or login ID.
+/// Returns the id of the user whose email or login ID already has `key`.
 async fn holder_of_key(
     conn: &mut sqlx::SqliteConnection,
     key: &str,
@@ -503,7 +503,7 @@ impl SamlStore for SqliteDirectory {
             .bind(now)
             .execute(&self.pool)
             .await?;
-        // Answered requests stay a day for troubleshooting; unanswered ones go at expiry.
+        // Completed requests stay a day for troubleshooting. Pending ones go at expiry.
         sqlx::query("DELETE FROM saml_requests WHERE expires_at < ?1 - 86400 OR (consumed_at IS NULL AND expires_at < ?1)")
             .bind(now)
             .execute(&self.pool)

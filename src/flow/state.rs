@@ -30,7 +30,7 @@ pub struct LoginFlow {
     /// The identifier as the user typed it (trimmed), shown back on later steps.
     pub identifier: String,
     /// Key of the failure counter: the user's id, or the normalised identifier
-    /// when nobody matched, so unknown identifiers lock out like real ones.
+    /// when no user matched, so unknown identifiers lock out like real ones.
     pub lockout_key: String,
     pub user_id: Option<String>,
     pub step: Step,

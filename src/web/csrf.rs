@@ -35,8 +35,8 @@ pub async fn token(session: &Session) -> Result<String, AppError> {
     Ok(token)
 }
 
-/// Drops the session's token so that the next form gets a new one; called
-/// at sign-in, so a token seen before sign-in is worthless after it.
+/// Drops the session's token so that the next form gets a new one. Sign-in
+/// calls it, so a token seen before sign-in is worthless after it.
 pub async fn rotate(session: &Session) -> Result<(), AppError> {
     session.remove::<String>(SESSION_KEY).await?;
     Ok(())

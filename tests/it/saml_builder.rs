@@ -142,7 +142,7 @@ fn sign(xml: &str, key_pem: &str) -> String {
     Crypto::sign_xml(xml, &key_der(key_pem)).expect("xmlsec signing")
 }
 
-/// Builds the response for `shape`, signed as it says with `key_pem`.
+/// Builds the response for `shape`, signed as `shape.signed` requests with `key_pem`.
 pub fn build_with_key(shape: &Shape, assertion_id: &str, key_pem: &str) -> String {
     let sign_assertion = matches!(shape.signed, Signed::Assertion | Signed::Both);
     let sign_response = matches!(shape.signed, Signed::Response | Signed::Both);

@@ -171,7 +171,7 @@ impl Client {
         Self::read(self.http.post(url).form(fields).send().await.expect("POST")).await
     }
 
-    /// Types `identifier` on the broker's first page and returns the answer.
+    /// Types `identifier` on the broker's first page and returns the response.
     pub async fn identify(&self, broker: &Broker, identifier: &str) -> Page {
         let login = self.get(&broker.url("/login")).await;
         let token = csrf_token(&login.body);

@@ -29,7 +29,7 @@ pub struct IdpSettings {
     pub mitel_credentials: bool,
     #[serde(default = "default_skew")]
     pub clock_skew_seconds: u32,
-    /// Accept responses that answer no request of ours (IdP-initiated login).
+    /// Accept responses to no request of ours (IdP-initiated login).
     #[serde(default)]
     pub allow_unsolicited: bool,
     /// Send the typed email as the AuthnRequest's Subject. Entra ID rejects
@@ -140,7 +140,7 @@ impl IdpSettings {
     }
 }
 
-/// What the broker takes from IdP metadata.
+/// The settings the broker takes from IdP metadata.
 pub struct ImportedMetadata {
     pub entity_id: String,
     pub sso_url: Url,

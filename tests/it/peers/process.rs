@@ -265,7 +265,7 @@ impl Drop for PeerProcess {
 /// Handles a peer that cannot run because of `reason`, which names what is
 /// missing and how to install it. `test` names the test that needs the peer.
 ///
-/// Panics when `harness::in_ci` says this is CI (`CI` set to anything but
+/// Panics when `harness::in_ci` reports CI (`CI` set to anything but
 /// empty, `0` or `false`), so that CI cannot pass without running the peer
 /// tests. Otherwise it
 /// prints `<test> did not run: <reason>` to stderr and returns `None`, which
