@@ -32,6 +32,8 @@ pub struct Config {
     pub saml: SamlConfig,
     /// OpenID Connect IdP for CL Auth, as an alternative to a SAML IdP.
     pub oidc: Option<crate::connector::oidc::OidcSettings>,
+    /// Lifetimes and registered clients of the OAuth 2.0 / OpenID Connect provider.
+    pub oauth2: crate::provider::clients::OAuth2Config,
     pub log: LogConfig,
 }
 
@@ -141,6 +143,7 @@ impl Default for Config {
             password: PasswordConfig::default(),
             saml: SamlConfig::default(),
             oidc: None,
+            oauth2: crate::provider::clients::OAuth2Config::default(),
             log: LogConfig::default(),
         }
     }
@@ -253,6 +256,21 @@ impl Config {
                 );
             }
         }
+        let oauth2 = &self.oauth2;
+        if oauth2.access_token_minutes == 0
+            || oauth2.refresh_token_days == 0
+            || oauth2.code_seconds == 0
+        {
+            bail!(
+                "oauth2.access_token_minutes, oauth2.refresh_token_days and oauth2.code_seconds must be at least 1"
+            );
+        }
+        if oauth2.code_seconds > 600 {
+            bail!(
+                "oauth2.code_seconds must be at most 600: authorization codes are meant to be short-lived"
+            );
+        }
+        crate::provider::clients::ClientRegistry::from_config(oauth2)?;
         if self.saml.metadata_refresh_minutes == 0 {
             bail!("saml.metadata_refresh_minutes must be at least 1");
         }

@@ -40,7 +40,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             "SAML single sign-on is configured"
         );
     }
+    state
+        .provider
+        .keys
+        .load(state.clock.now())
+        .await
+        .context("loading the token signing keys failed")?;
     tokio::spawn(saml_housekeeping(state.clone()));
+    tokio::spawn(provider_housekeeping(state.clone()));
 
     tokio::spawn(session::delete_expired(session_store));
     let limiter = state.rate_limiter.clone();
@@ -117,6 +124,27 @@ async fn saml_housekeeping(state: AppState) {
             _ = purge.tick() => {
                 if let Err(error) = state.saml_store.purge_expired(state.clock.now()).await {
                     tracing::warn!(%error, "purging expired SAML records failed");
+                }
+            }
+        }
+    }
+}
+
+/// Reloads the signing keys, so a rotation reaches every instance, and drops
+/// expired grants and codes.
+async fn provider_housekeeping(state: AppState) {
+    let mut reload = tokio::time::interval(Duration::from_secs(60));
+    let mut purge = tokio::time::interval(Duration::from_secs(300));
+    loop {
+        tokio::select! {
+            _ = reload.tick() => {
+                if let Err(error) = state.provider.keys.load(state.clock.now()).await {
+                    tracing::warn!(error = format!("{error:#}"), "reloading the token signing keys failed");
+                }
+            }
+            _ = purge.tick() => {
+                if let Err(error) = state.provider.store.purge_expired(state.clock.now()).await {
+                    tracing::warn!(%error, "purging expired grants failed");
                 }
             }
         }

@@ -23,11 +23,15 @@ pub struct SignedIn {
     pub authenticated_at: i64,
     /// Methods the user proved their identity with, for example `["password", "totp"]`.
     pub methods: Vec<String>,
+    /// Random id of this sign-in, the `sid` of the tokens issued under it;
+    /// it lives as long as the session, even when the cookie's id is cycled.
+    pub session_id: String,
 }
 
 impl SignedIn {
     pub async fn load(session: &Session) -> Result<Option<Self>, AppError> {
-        Ok(session.get(SIGNED_IN_KEY).await?)
+        let signed_in: Option<Self> = session.get(SIGNED_IN_KEY).await?;
+        Ok(signed_in.filter(|signed_in| !signed_in.session_id.is_empty()))
     }
 
     pub async fn save(&self, session: &Session) -> Result<(), AppError> {

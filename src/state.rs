@@ -15,6 +15,8 @@ use crate::credentials::lockout::LockoutPolicy;
 use crate::credentials::password::PasswordHasher;
 use crate::directory::sqlite::SqliteDirectory;
 use crate::directory::{AuditEvent, AuditLog, FailureStore, SamlStore, UserStore};
+use crate::provider::Provider;
+use crate::provider::store::SqliteProviderStore;
 use crate::web::rate_limit::IpRateLimiter;
 
 #[derive(Clone)]
@@ -30,6 +32,8 @@ pub struct AppState {
     pub saml: Arc<SamlBroker>,
     pub saml_store: Arc<dyn SamlStore>,
     pub oidc: Option<Arc<OidcConnector>>,
+    /// The OAuth 2.0 / OpenID Connect provider for the broker's own clients.
+    pub provider: Arc<Provider>,
     pub lockout: LockoutPolicy,
     pub rate_limiter: IpRateLimiter,
     pub clock: Arc<dyn Clock>,
@@ -37,6 +41,7 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(config: Config, pool: SqlitePool) -> anyhow::Result<Self> {
+        let provider_store = Arc::new(SqliteProviderStore::new(pool.clone()));
         let directory = Arc::new(SqliteDirectory::new(pool));
         let passwords = PasswordHasher::new(&config.password)?;
         let public_url = config.public_url();
@@ -45,7 +50,9 @@ impl AppState {
             Some(settings) => Some(Arc::new(OidcConnector::new(settings.clone(), &public_url)?)),
             None => None,
         };
+        let provider = Provider::new(&config.oauth2, &public_url, provider_store)?;
         Ok(Self {
+            provider: Arc::new(provider),
             public_url,
             users: directory.clone(),
             failures: directory.clone(),

@@ -10,7 +10,6 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use tower_sessions::Session;
 
-use crate::directory::AuditEvent;
 use crate::error::AppError;
 use crate::session::SignedIn;
 use crate::state::AppState;
@@ -60,20 +59,8 @@ async fn show(State(state): State<AppState>, current: CurrentUser) -> Result<Res
     render(StatusCode::OK, &page)
 }
 
-/// Ends the broker session. The session is deleted from the store, not just
-/// emptied, so a copied cookie stops working too.
+/// Ends the broker session and revokes the tokens issued under it.
 async fn logout(State(state): State<AppState>, session: Session) -> Result<Response, AppError> {
-    if let Some(signed_in) = SignedIn::load(&session).await? {
-        tracing::info!(user.id = %signed_in.user_id, "user signed out");
-        state
-            .record(AuditEvent {
-                kind: "logout",
-                outcome: "success",
-                user_id: Some(signed_in.user_id),
-                ..AuditEvent::default()
-            })
-            .await;
-    }
-    session.flush().await?;
+    crate::provider::logout::end_browser_session(&state, &session).await?;
     Ok(Redirect::to("/login?signed_out=1").into_response())
 }

@@ -4,6 +4,7 @@
 //! status, and changes nothing when it fails.
 
 mod cl_auth;
+mod oauth2;
 mod oidc;
 mod saml;
 mod user;
@@ -45,6 +46,12 @@ pub enum Command {
         #[command(subcommand)]
         command: oidc::OidcCommand,
     },
+    /// Show the OAuth 2.0 provider's clients and rotate its signing key.
+    #[command(name = "oauth2")]
+    OAuth2 {
+        #[command(subcommand)]
+        command: oauth2::OAuth2Command,
+    },
     /// Show the SAML service provider's values and manage the IdP settings.
     Saml {
         #[command(subcommand)]
@@ -67,5 +74,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Saml { command } => saml::run(&config, command).await,
         Command::Oidc { command } => oidc::run(&config, command),
+        Command::OAuth2 { command } => oauth2::run(&config, command).await,
     }
 }

@@ -19,6 +19,14 @@ pub async fn complete_sign_in(
     client_ip: Option<String>,
 ) -> Result<Response, AppError> {
     let now = state.clock.now();
+    // Signing in again as the same user keeps the session id, so tokens
+    // issued before stay tied to this browser's session and its sign-out.
+    let session_id = SignedIn::load(session)
+        .await?
+        .filter(|previous| previous.user_id == user.id)
+        .map_or_else(crate::provider::tokens::random_token, |previous| {
+            previous.session_id
+        });
     state.failures.clear_failures(&flow.lockout_key).await?;
     state.users.record_login(&user.id, now).await?;
 
@@ -33,6 +41,7 @@ pub async fn complete_sign_in(
         user_id: user.id.clone(),
         authenticated_at: now,
         methods: methods.iter().map(|method| (*method).to_owned()).collect(),
+        session_id,
     };
     signed_in.save(session).await?;
 

@@ -22,14 +22,20 @@ pub async fn security_headers(
     let headers = response.headers_mut();
 
     // Browsers check every redirect after a form post against form-action, so
-    // the IdP's origin must be allowed for the step that sends users there.
+    // the IdP's origin must be allowed for the step that sends users there,
+    // and the clients' redirect URIs for the step that returns them.
     let mut form_action = String::from("form-action 'self'");
     let idp_origins = state.saml.cached_sso_origin().into_iter();
     let oidc_origins = state
         .oidc
         .iter()
         .flat_map(|oidc| oidc.form_action_origins());
-    for origin in idp_origins.chain(oidc_origins) {
+    let client_sources = state
+        .provider
+        .clients
+        .iter()
+        .flat_map(|client| client.form_action_sources());
+    for origin in idp_origins.chain(oidc_origins).chain(client_sources) {
         form_action.push(' ');
         form_action.push_str(&origin);
     }
@@ -48,7 +54,7 @@ pub async fn security_headers(
         header::REFERRER_POLICY,
         HeaderValue::from_static("same-origin"),
     );
-    if !is_static {
+    if !is_static && !headers.contains_key(header::CACHE_CONTROL) {
         // Sign-in pages carry per-session tokens and personal data.
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }

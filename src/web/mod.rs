@@ -20,7 +20,7 @@ use tower_sessions_sqlx_store::SqliteStore;
 
 use crate::error::AppError;
 use crate::state::AppState;
-use crate::{account, flow};
+use crate::{account, flow, provider};
 
 const STYLESHEET: &str = include_str!("../../static/style.css");
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -32,6 +32,7 @@ pub fn app(state: AppState, sessions: SessionManagerLayer<SqliteStore>) -> Route
     let browser = Router::new()
         .merge(flow::routes())
         .merge(account::routes())
+        .merge(provider::browser_routes())
         .layer(middleware::from_fn_with_state(state.clone(), csrf::verify))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -45,6 +46,7 @@ pub fn app(state: AppState, sessions: SessionManagerLayer<SqliteStore>) -> Route
             state.clone(),
             rate_limit::limit_posts,
         )))
+        .merge(provider::api_routes())
         .route("/static/style.css", get(stylesheet))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -96,3 +96,14 @@ pub struct MismatchPage<'a> {
     pub asserted: &'a str,
     pub idp_name: &'a str,
 }
+
+#[derive(Template)]
+#[template(path = "logout.html")]
+pub struct LogoutPage<'a> {
+    pub csrf_token: &'a str,
+    pub client_name: Option<&'a str>,
+    pub email: Option<&'a str>,
+    pub client_id: Option<&'a str>,
+    pub post_logout_redirect_uri: Option<&'a str>,
+    pub state: Option<&'a str>,
+}

@@ -10,14 +10,14 @@ use crate::harness::{Broker, Options, PASSWORD, csrf_token, totp_now};
 
 const WRONG_CREDENTIALS: &str = "The email address, login ID or password is incorrect.";
 
-struct Page {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
+pub struct Page {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
 }
 
 impl Page {
-    fn location(&self) -> &str {
+    pub fn location(&self) -> &str {
         self.headers
             .get(LOCATION)
             .and_then(|value| value.to_str().ok())
@@ -26,13 +26,13 @@ impl Page {
 }
 
 /// A browser-like client: keeps cookies, does not follow redirects.
-struct WebClient {
+pub struct WebClient {
     http: reqwest::Client,
     base_url: String,
 }
 
 impl WebClient {
-    fn new(broker: &Broker) -> Self {
+    pub fn new(broker: &Broker) -> Self {
         let http = reqwest::Client::builder()
             .cookie_store(true)
             .redirect(Policy::none())
@@ -55,7 +55,7 @@ impl WebClient {
         }
     }
 
-    async fn get(&self, path: &str) -> Page {
+    pub async fn get(&self, path: &str) -> Page {
         let response = self
             .http
             .get(format!("{}{path}", self.base_url))
@@ -65,7 +65,7 @@ impl WebClient {
         Self::read(response).await
     }
 
-    async fn post(&self, path: &str, fields: &[(&str, &str)]) -> Page {
+    pub async fn post(&self, path: &str, fields: &[(&str, &str)]) -> Page {
         let response = self
             .http
             .post(format!("{}{path}", self.base_url))
@@ -77,7 +77,7 @@ impl WebClient {
     }
 
     /// Posts a form with the CSRF token from the page at `form_page`.
-    async fn submit(&self, form_page: &str, action: &str, fields: &[(&str, &str)]) -> Page {
+    pub async fn submit(&self, form_page: &str, action: &str, fields: &[(&str, &str)]) -> Page {
         let page = self.get(form_page).await;
         assert_eq!(
             page.status,
@@ -91,12 +91,12 @@ impl WebClient {
         self.post(action, &all).await
     }
 
-    async fn identify(&self, identifier: &str) -> Page {
+    pub async fn identify(&self, identifier: &str) -> Page {
         self.submit("/login", "/login", &[("identifier", identifier)])
             .await
     }
 
-    async fn password(&self, password: &str) -> Page {
+    pub async fn password(&self, password: &str) -> Page {
         self.submit(
             "/login/password",
             "/login/password",
@@ -105,7 +105,7 @@ impl WebClient {
         .await
     }
 
-    async fn sign_in(&self, identifier: &str, password: &str) -> Page {
+    pub async fn sign_in(&self, identifier: &str, password: &str) -> Page {
         let identified = self.identify(identifier).await;
         assert_eq!(identified.location(), "/login/password");
         self.password(password).await

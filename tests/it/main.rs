@@ -10,6 +10,7 @@ mod http_login;
 mod oidc_browser;
 mod oidc_flow;
 mod peers;
+mod provider;
 mod saml_browser;
 mod saml_builder;
 mod saml_flow;
