@@ -26,6 +26,10 @@ pub struct SignedIn {
     /// Random id of this sign-in, the `sid` of the tokens issued under it;
     /// it lives as long as the session, even when the cookie's id is cycled.
     pub session_id: String,
+    /// Random id of this one sign-in, new each time the user signs in again,
+    /// even within the same second.
+    #[serde(default)]
+    pub sign_in_id: String,
 }
 
 impl SignedIn {

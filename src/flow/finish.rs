@@ -42,6 +42,7 @@ pub async fn complete_sign_in(
         authenticated_at: now,
         methods: methods.iter().map(|method| (*method).to_owned()).collect(),
         session_id,
+        sign_in_id: crate::provider::tokens::random_token(),
     };
     signed_in.save(session).await?;
 

@@ -56,7 +56,7 @@ pub struct AuthorizationRequest {
 pub enum Prompt {
     #[default]
     Default,
-    /// `prompt=none`: answer without showing any page.
+    /// `prompt=none`: respond without showing any page.
     None,
     /// `prompt=login`: the user signs in again even with a broker session.
     Login,
@@ -66,9 +66,9 @@ pub enum Prompt {
 struct PendingRequest {
     id: String,
     requested_at: i64,
-    /// With `prompt=login` or an exceeded `max_age`, the sign-in time of the
-    /// session that was already there: only a later sign-in satisfies the request.
-    stale_authenticated_at: Option<i64>,
+    /// With `prompt=login` or an exceeded `max_age`, the id of the sign-in
+    /// that was already there: only another sign-in satisfies the request.
+    stale_sign_in_id: Option<String>,
     request: AuthorizationRequest,
 }
 
@@ -126,11 +126,11 @@ pub async fn start(
         .login_hint
         .clone()
         .or_else(|| signed_in.as_ref().map(|(_, user)| user.email.clone()));
-    let stale_authenticated_at = signed_in
+    let stale_sign_in_id = signed_in
         .as_ref()
         .filter(|(signed_in, _)| needs_new_sign_in(&request, signed_in, now))
-        .map(|(signed_in, _)| signed_in.authenticated_at);
-    let id = park(&state, &session, request, stale_authenticated_at, now).await?;
+        .map(|(signed_in, _)| signed_in.sign_in_id.clone());
+    let id = park(&state, &session, request, stale_sign_in_id, now).await?;
     Ok(Redirect::to(&login_url(&id, login_hint.as_deref())).into_response())
 }
 
@@ -139,8 +139,8 @@ pub struct ResumeQuery {
     request: String,
 }
 
-/// Where the sign-in page returns to: issues the code for a parked request
-/// once the browser's session satisfies it.
+/// Issues the code for a parked request once the browser's session satisfies
+/// it. The sign-in page returns here.
 pub async fn resume(
     State(state): State<AppState>,
     session: Session,
@@ -165,8 +165,9 @@ pub async fn resume(
     let signed_in = current_user(&state, &session).await?;
     let satisfied = signed_in.as_ref().is_some_and(|(signed_in, user)| {
         let fresh_login = entry
-            .stale_authenticated_at
-            .is_none_or(|stale| signed_in.authenticated_at > stale);
+            .stale_sign_in_id
+            .as_ref()
+            .is_none_or(|stale| *stale != signed_in.sign_in_id);
         fresh_login
             && (entry.request.max_age == Some(0) || within_max_age(&entry.request, signed_in, now))
             && hint_matches(entry.request.login_hint.as_deref(), user)
@@ -407,7 +408,7 @@ fn prompt_of(params: &HashMap<String, String>) -> Result<Prompt, String> {
     Ok(prompt)
 }
 
-/// Whether the existing sign-in is too old or the client asked for a new one.
+/// Returns whether the existing sign-in is too old or the client requested a new one.
 /// `max_age=0` counts as `prompt=login`, since the sign-in time has a
 /// resolution of one second.
 fn needs_new_sign_in(request: &AuthorizationRequest, signed_in: &SignedIn, now: i64) -> bool {
@@ -422,8 +423,8 @@ fn within_max_age(request: &AuthorizationRequest, signed_in: &SignedIn, now: i64
         .is_none_or(|max_age| now - signed_in.authenticated_at <= max_age)
 }
 
-/// Whether `login_hint` names the signed-in user; a hint for someone else
-/// means the user wants to switch accounts.
+/// Returns whether `login_hint` names the signed-in user. A hint for someone
+/// else means the user wants to switch accounts.
 fn hint_matches(hint: Option<&str>, user: &User) -> bool {
     let Some(hint) = hint else {
         return true;
@@ -454,7 +455,7 @@ async fn park(
     state: &AppState,
     session: &Session,
     request: AuthorizationRequest,
-    stale_authenticated_at: Option<i64>,
+    stale_sign_in_id: Option<String>,
     now: i64,
 ) -> Result<String, AppError> {
     let mut pending: Vec<PendingRequest> = session.get(PENDING_KEY).await?.unwrap_or_default();
@@ -465,7 +466,7 @@ async fn park(
     pending.push(PendingRequest {
         id: id.clone(),
         requested_at: now,
-        stale_authenticated_at,
+        stale_sign_in_id,
         request,
     });
     session.insert(PENDING_KEY, &pending).await?;

@@ -11,6 +11,7 @@ mod oidc_browser;
 mod oidc_flow;
 mod peers;
 mod provider;
+mod provider_browser;
 mod saml_browser;
 mod saml_builder;
 mod saml_flow;

@@ -2,6 +2,7 @@
 //! peers of the broker, and the helpers that the peer launchers share.
 
 pub mod oidc_provider;
+pub mod openid_client;
 mod process;
 pub mod pysaml2;
 pub mod simplesamlphp;
