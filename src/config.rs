@@ -337,6 +337,31 @@ mod tests {
     }
 
     #[test]
+    fn readme_client_sample_is_valid() {
+        let readme = include_str!("../README.md");
+        let start = readme.find("<!-- sample-clients:start -->").expect("start marker");
+        let end = readme.find("<!-- sample-clients:end -->").expect("end marker");
+        let block = &readme[start..end];
+        let toml = block
+            .split_once("```toml\n")
+            .and_then(|(_, rest)| rest.split_once("```"))
+            .map(|(toml, _)| toml)
+            .expect("a TOML block between the markers");
+
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["uc-web-secret", "uc-meetings-secret"] {
+            std::fs::write(dir.path().join(name), "a-secret-of-at-least-thirty-two-characters\n").unwrap();
+        }
+        let secrets = format!("{}/", dir.path().display());
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, toml.replace("/etc/unified-login/", &secrets)).unwrap();
+
+        let config = Config::load(Some(&path)).unwrap();
+        let ids: Vec<&str> = config.oauth2.clients.iter().map(|client| client.id.as_str()).collect();
+        assert_eq!(ids, ["uc-web", "uc-native", "uc-meetings"]);
+    }
+
+    #[test]
     fn missing_file_is_an_error() {
         let err = Config::load(Some(Path::new("/nonexistent/unified-login.toml"))).unwrap_err();
         assert!(err.to_string().contains("not found"), "{err}");
