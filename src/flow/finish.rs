@@ -21,12 +21,18 @@ pub async fn complete_sign_in(
     let now = state.clock.now();
     // Signing in again as the same user keeps the session id, so tokens
     // issued before stay tied to this browser's session and its sign-out.
-    let session_id = SignedIn::load(session)
-        .await?
-        .filter(|previous| previous.user_id == user.id)
-        .map_or_else(crate::provider::tokens::random_token, |previous| {
-            previous.session_id
-        });
+    let previous = SignedIn::load(session).await?;
+    let session_id = match previous {
+        Some(previous) if previous.user_id == user.id => previous.session_id,
+        Some(previous) => {
+            // Another user takes over this browser, which ends the previous
+            // user's session, so the tokens issued under it go too.
+            crate::provider::logout::revoke_session(state, &previous.session_id, &previous.user_id)
+                .await;
+            crate::provider::tokens::random_token()
+        }
+        None => crate::provider::tokens::random_token(),
+    };
     state.failures.clear_failures(&flow.lockout_key).await?;
     state.users.record_login(&user.id, now).await?;
 

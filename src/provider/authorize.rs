@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Query, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::{Deserialize, Serialize};
@@ -28,6 +28,7 @@ use crate::directory::{User, identifier_key};
 use crate::error::AppError;
 use crate::session::SignedIn;
 use crate::state::AppState;
+use crate::web::extract::AppQuery;
 use crate::web::pages::{ErrorPage, render};
 
 const PENDING_KEY: &str = "oauth2.pending";
@@ -144,7 +145,7 @@ pub struct ResumeQuery {
 pub async fn resume(
     State(state): State<AppState>,
     session: Session,
-    Query(query): Query<ResumeQuery>,
+    AppQuery(query): AppQuery<ResumeQuery>,
 ) -> Result<Response, AppError> {
     let now = state.clock.now();
     let mut pending: Vec<PendingRequest> = session.get(PENDING_KEY).await?.unwrap_or_default();

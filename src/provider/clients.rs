@@ -322,12 +322,17 @@ fn redirect_matches(registered: &Url, requested: &str, requested_url: &Url) -> b
     if !is_any_port_loopback(registered) {
         return false;
     }
-    // The requested URI must equal the registered one except for the port.
-    let mut without_port = requested_url.clone();
-    if without_port.set_port(None).is_err() {
+    // The requested URI, exactly as sent, must be the registered one with a
+    // port added; comparing parsed URLs would accept spellings such as
+    // `127.1` or `Http:` that the token request then does not repeat.
+    let Some(port) = requested_url.port().filter(|port| *port != 0) else {
+        return false;
+    };
+    let mut with_port = registered.clone();
+    if with_port.set_port(Some(port)).is_err() {
         return false;
     }
-    without_port == *registered && requested_url.scheme() == "http"
+    with_port.as_str() == requested
 }
 
 #[cfg(test)]
@@ -404,6 +409,19 @@ mod tests {
                 .redirect_uri("https://127.0.0.1:51234/callback")
                 .is_none()
         );
+        for spelling in [
+            "http://127.1:5555/callback",
+            "http://127.0.0.1:05555/callback",
+            "http://127.0.0.1.:5555/callback",
+            "Http://127.0.0.1:5555/callback",
+            "http://127.0.0.1:5555/x/../callback",
+            "http://127.0.0.1:5555/%63allback",
+            "http://127.0.0.1:80/callback",
+            "http://127.0.0.1:/callback",
+            "http://127.0.0.1:0/callback",
+        ] {
+            assert!(client.redirect_uri(spelling).is_none(), "{spelling}");
+        }
     }
 
     #[test]

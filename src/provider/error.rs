@@ -58,14 +58,6 @@ impl OAuthError {
         )
     }
 
-    pub fn unsupported_token_type(description: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            "unsupported_token_type",
-            description,
-        )
-    }
-
     /// A bearer token was missing (no `error` attribute in the challenge, as
     /// RFC 6750, section 3.1 asks) or invalid.
     pub fn invalid_token(description: impl Into<String>, token_sent: bool) -> Self {

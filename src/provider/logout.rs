@@ -84,16 +84,16 @@ pub async fn start(
 
     let signed_in = SignedIn::load(&session).await?;
     let Some(current) = &signed_in else {
-        // Nothing to end in this browser, but the tokens of the session the
-        // hint names are still revoked.
-        if let Some(claims) = &hint {
-            revoke_session(&state, &claims.sid, &claims.sub).await;
-        }
+        // Nothing to end in this browser. The client revokes its own tokens
+        // at /oauth2/revoke: an ID token alone, which travels in URLs, is
+        // not enough to revoke a session's tokens without its cookie.
         return Ok(destination.response());
     };
+    // Only an ID token of this very session skips the confirmation. Another
+    // token of the same user may be an old one copied from a URL.
     let hint_matches = hint
         .as_ref()
-        .is_some_and(|claims| claims.sid == current.session_id || claims.sub == current.user_id);
+        .is_some_and(|claims| claims.sid == current.session_id && claims.sub == current.user_id);
     if hint_matches {
         end_browser_session(&state, &session).await?;
         return Ok(destination.response());
@@ -199,7 +199,9 @@ pub async fn end_browser_session(state: &AppState, session: &Session) -> Result<
     Ok(())
 }
 
-async fn revoke_session(state: &AppState, session_id: &str, user_id: &str) {
+/// Revokes every grant of a broker session; failures are logged, because the
+/// sign-out itself goes on.
+pub async fn revoke_session(state: &AppState, session_id: &str, user_id: &str) {
     let now = state.clock.now();
     match state
         .provider

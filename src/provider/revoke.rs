@@ -22,13 +22,8 @@ pub async fn revoke(
     let Some(token) = params.get("token") else {
         return Err(OAuthError::invalid_request("token is missing"));
     };
-    if let Some(hint) = params.get("token_type_hint")
-        && !matches!(hint.as_str(), "access_token" | "refresh_token")
-    {
-        return Err(OAuthError::unsupported_token_type(
-            "token_type_hint must be access_token or refresh_token",
-        ));
-    }
+    // Both kinds are looked up whatever `token_type_hint` says, so the hint,
+    // known or not, changes nothing (RFC 7009, section 2.1).
     let provider = &state.provider;
     let now = state.clock.now();
 

@@ -65,6 +65,10 @@ pub struct RedeemedCode {
 
 pub enum CodeRedemption {
     Redeemed(Box<RedeemedCode>),
+    /// The code belongs to another client; nothing was changed.
+    OtherClient {
+        client_id: String,
+    },
     /// The code was spent before: the caller revokes its grant.
     AlreadyUsed {
         grant_id: String,
@@ -89,9 +93,11 @@ pub trait ProviderStore: Send + Sync {
     async fn add_first_signing_key(&self, key: StoredKey) -> Result<(), DirectoryError>;
 
     async fn create_grant(&self, grant: &Grant, code: &NewCode) -> Result<(), DirectoryError>;
+    /// Spends a code of `client_id`. A code of another client is left as it is.
     async fn redeem_code(
         &self,
         code_hash: &str,
+        client_id: &str,
         now: i64,
     ) -> Result<CodeRedemption, DirectoryError>;
     async fn find_grant(&self, id: &str) -> Result<Option<Grant>, DirectoryError>;
@@ -243,25 +249,39 @@ impl ProviderStore for SqliteProviderStore {
     async fn redeem_code(
         &self,
         code_hash: &str,
+        client_id: &str,
         now: i64,
     ) -> Result<CodeRedemption, DirectoryError> {
         let spent = sqlx::query(
             "UPDATE oauth_codes SET used_at = ? WHERE code_hash = ? AND used_at IS NULL \
+             AND grant_id IN (SELECT id FROM oauth_grants WHERE client_id = ?) \
              RETURNING grant_id, redirect_uri, code_challenge, expires_at",
         )
         .bind(now)
         .bind(code_hash)
+        .bind(client_id)
         .fetch_optional(&self.pool)
         .await?;
         let Some(spent) = spent else {
-            let grant_id: Option<String> =
-                sqlx::query_scalar("SELECT grant_id FROM oauth_codes WHERE code_hash = ?")
-                    .bind(code_hash)
-                    .fetch_optional(&self.pool)
-                    .await?;
-            return Ok(match grant_id {
-                Some(grant_id) => CodeRedemption::AlreadyUsed { grant_id },
-                None => CodeRedemption::NotFound,
+            let owner = sqlx::query(
+                "SELECT c.grant_id, g.client_id FROM oauth_codes c \
+                 JOIN oauth_grants g ON g.id = c.grant_id WHERE c.code_hash = ?",
+            )
+            .bind(code_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+            let Some(owner) = owner else {
+                return Ok(CodeRedemption::NotFound);
+            };
+            let owner_client: String = owner.try_get("client_id")?;
+            return Ok(if owner_client == client_id {
+                CodeRedemption::AlreadyUsed {
+                    grant_id: owner.try_get("grant_id")?,
+                }
+            } else {
+                CodeRedemption::OtherClient {
+                    client_id: owner_client,
+                }
             });
         };
         let grant_id: String = spent.try_get("grant_id")?;

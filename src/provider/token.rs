@@ -178,7 +178,11 @@ async fn exchange_code(
         )
     })?;
 
-    let redeemed = match provider.store.redeem_code(&token_digest(code), now).await? {
+    let redeemed = match provider
+        .store
+        .redeem_code(&token_digest(code), &client.id, now)
+        .await?
+    {
         CodeRedemption::Redeemed(redeemed) => redeemed,
         CodeRedemption::AlreadyUsed { grant_id } => {
             if provider
@@ -192,6 +196,14 @@ async fn exchange_code(
                 "the authorization code was already used",
             ));
         }
+        // Nothing changes: revoking here would let any caller who saw a
+        // code cancel the tokens of the client it belongs to.
+        CodeRedemption::OtherClient { client_id } => {
+            tracing::warn!(client_id = %client.id, code.client_id = %client_id, "a client presented another client's authorization code");
+            return Err(OAuthError::invalid_grant(
+                "the authorization code was issued to another client",
+            ));
+        }
         CodeRedemption::NotFound => {
             return Err(OAuthError::invalid_grant(
                 "the authorization code is not valid",
@@ -199,16 +211,6 @@ async fn exchange_code(
         }
     };
     let grant = redeemed.grant;
-    if grant.client_id != client.id {
-        provider
-            .store
-            .revoke_grant(&grant.id, "code presented by another client", now)
-            .await?;
-        tracing::warn!(client_id = %client.id, grant.client_id = %grant.client_id, "a client presented another client's authorization code");
-        return Err(OAuthError::invalid_grant(
-            "the authorization code was issued to another client",
-        ));
-    }
     if now >= redeemed.expires_at {
         return Err(OAuthError::invalid_grant(
             "the authorization code has expired; start the sign-in again",

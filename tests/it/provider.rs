@@ -948,3 +948,142 @@ redirect_uris = ["http://127.0.0.1/callback"]
     assert!(stderr.contains("is public but has a secret"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }
+
+#[tokio::test]
+async fn foreign_code_changes_nothing() {
+    let broker = start_provider();
+    let browser = WebClient::new(&broker);
+    let started = browser.get(&native_authorize(&[])).await;
+    let answered = sign_in_from(&browser, &started).await;
+    let code = param(answered.location(), "code").unwrap();
+
+    let (status, body) = token_request(
+        &broker,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", NATIVE_REDIRECT),
+        ],
+        Some(("uc-meetings", MEETINGS_SECRET)),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant")),
+        "{body}"
+    );
+
+    // The code still works for the client it was issued to.
+    let (status, tokens) = exchange_native(&broker, &code).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    // And once redeemed, another client presenting it revokes nothing.
+    let (status, _) = token_request(
+        &broker,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", MEETINGS_REDIRECT),
+        ],
+        Some(("uc-meetings", MEETINGS_SECRET)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let access = tokens["access_token"].as_str().unwrap();
+    assert_eq!(userinfo(&broker, access).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn old_id_token_hint_needs_confirmation() {
+    let broker = start_provider();
+    let browser = WebClient::new(&broker);
+    let started = browser
+        .get(&authorize_path("uc-web", WEB_REDIRECT, &[]))
+        .await;
+    let answered = sign_in_from(&browser, &started).await;
+    let code = param(answered.location(), "code").unwrap();
+    let (_, tokens) = token_request(
+        &broker,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", WEB_REDIRECT),
+        ],
+        Some(("uc-web", WEB_SECRET)),
+    )
+    .await;
+    let old_hint = tokens["id_token"].as_str().unwrap().to_owned();
+    let logout = format!("/oauth2/logout?id_token_hint={old_hint}");
+    assert!(
+        browser.get(&logout).await.location().starts_with("/login"),
+        "the first sign-out needs no confirmation"
+    );
+
+    // A new session of the same user is not ended by the old session's token.
+    let started = browser
+        .get(&authorize_path("uc-web", WEB_REDIRECT, &[]))
+        .await;
+    sign_in_from(&browser, &started).await;
+    let page = browser.get(&logout).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.location());
+    assert!(page.body.contains("confirm-logout"));
+    assert_eq!(
+        browser.get("/account").await.status,
+        StatusCode::OK,
+        "still signed in"
+    );
+
+    // Without a browser session, an ID token alone revokes nothing.
+    let cookieless = WebClient::new(&broker);
+    let started = browser
+        .get(&authorize_path("uc-web", WEB_REDIRECT, &[]))
+        .await;
+    let code = param(started.location(), "code").unwrap();
+    let (_, current) = token_request(
+        &broker,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", WEB_REDIRECT),
+        ],
+        Some(("uc-web", WEB_SECRET)),
+    )
+    .await;
+    let hint = current["id_token"].as_str().unwrap();
+    cookieless
+        .get(&format!("/oauth2/logout?id_token_hint={hint}"))
+        .await;
+    let access = current["access_token"].as_str().unwrap();
+    assert_eq!(userinfo(&broker, access).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn another_user_signing_in_revokes_tokens() {
+    let broker = start_provider();
+    broker.add_user("asmith", "asmith@example.com");
+    let browser = WebClient::new(&broker);
+    let started = browser.get(&native_authorize(&[])).await;
+    let answered = sign_in_from(&browser, &started).await;
+    let code = param(answered.location(), "code").unwrap();
+    let (_, tokens) = exchange_native(&broker, &code).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    assert_eq!(userinfo(&broker, access).await.status(), StatusCode::OK);
+
+    // A signed-in browser reaches the sign-in page through a login hint.
+    let page = browser.get("/login?login_hint=asmith%40example.com").await;
+    let switched = browser
+        .post(
+            "/login",
+            &[
+                ("csrf_token", &csrf_token(&page.body)),
+                ("identifier", "asmith@example.com"),
+            ],
+        )
+        .await;
+    assert_eq!(switched.location(), "/login/password");
+    let signed_in = browser.password(PASSWORD).await;
+    assert_eq!(signed_in.location(), "/account");
+    assert_eq!(
+        userinfo(&broker, access).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
