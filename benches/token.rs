@@ -34,8 +34,10 @@ struct Server {
 
 async fn start() -> Server {
     let dir = tempfile::tempdir().expect("temporary folder");
-    let mut config = Config::default();
-    config.database_url = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let mut config = Config {
+        database_url: format!("sqlite://{}", dir.path().join("bench.db").display()),
+        ..Config::default()
+    };
     config.oauth2.clients.push(ClientSettings {
         id: CLIENT_ID.into(),
         name: None,

@@ -34,6 +34,8 @@ pub struct Config {
     pub oidc: Option<crate::connector::oidc::OidcSettings>,
     /// Lifetimes and registered clients of the OAuth 2.0 / OpenID Connect provider.
     pub oauth2: crate::provider::clients::OAuth2Config,
+    /// Sender, SMTP server or outbox folder for the emails the broker sends.
+    pub email: crate::email::EmailConfig,
     pub log: LogConfig,
 }
 
@@ -144,6 +146,7 @@ impl Default for Config {
             saml: SamlConfig::default(),
             oidc: None,
             oauth2: crate::provider::clients::OAuth2Config::default(),
+            email: crate::email::EmailConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -271,6 +274,7 @@ impl Config {
             );
         }
         crate::provider::clients::ClientRegistry::from_config(oauth2)?;
+        self.email.validate()?;
         if self.saml.metadata_refresh_minutes == 0 {
             bail!("saml.metadata_refresh_minutes must be at least 1");
         }
@@ -339,8 +343,12 @@ mod tests {
     #[test]
     fn readme_client_sample_is_valid() {
         let readme = include_str!("../README.md");
-        let start = readme.find("<!-- sample-clients:start -->").expect("start marker");
-        let end = readme.find("<!-- sample-clients:end -->").expect("end marker");
+        let start = readme
+            .find("<!-- sample-clients:start -->")
+            .expect("start marker");
+        let end = readme
+            .find("<!-- sample-clients:end -->")
+            .expect("end marker");
         let block = &readme[start..end];
         let toml = block
             .split_once("```toml\n")
@@ -350,14 +358,23 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         for name in ["uc-web-secret", "uc-meetings-secret"] {
-            std::fs::write(dir.path().join(name), "a-secret-of-at-least-thirty-two-characters\n").unwrap();
+            std::fs::write(
+                dir.path().join(name),
+                "a-secret-of-at-least-thirty-two-characters\n",
+            )
+            .unwrap();
         }
         let secrets = format!("{}/", dir.path().display());
         let path = dir.path().join("c.toml");
         std::fs::write(&path, toml.replace("/etc/unified-login/", &secrets)).unwrap();
 
         let config = Config::load(Some(&path)).unwrap();
-        let ids: Vec<&str> = config.oauth2.clients.iter().map(|client| client.id.as_str()).collect();
+        let ids: Vec<&str> = config
+            .oauth2
+            .clients
+            .iter()
+            .map(|client| client.id.as_str())
+            .collect();
         assert_eq!(ids, ["uc-web", "uc-native", "uc-meetings"]);
     }
 

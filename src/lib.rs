@@ -6,6 +6,7 @@
 //! identity provider) and then issues the session the client needs.
 
 pub mod account;
+pub mod admin;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod connector;
 pub mod credentials;
 pub mod db;
 pub mod directory;
+pub mod email;
 pub mod error;
 pub mod flow;
 pub mod provider;

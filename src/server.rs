@@ -48,6 +48,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .context("loading the token signing keys failed")?;
     tokio::spawn(saml_housekeeping(state.clone()));
     tokio::spawn(provider_housekeeping(state.clone()));
+    tokio::spawn(state.mailer.clone().run());
 
     tokio::spawn(session::delete_expired(session_store));
     let limiter = state.rate_limiter.clone();

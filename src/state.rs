@@ -5,6 +5,7 @@ use std::sync::Arc;
 use sqlx::SqlitePool;
 use url::Url;
 
+use crate::admin::service::AdminService;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::connector::PasswordAuthenticator;
@@ -15,12 +16,14 @@ use crate::credentials::lockout::LockoutPolicy;
 use crate::credentials::password::PasswordHasher;
 use crate::directory::sqlite::SqliteDirectory;
 use crate::directory::{AuditEvent, AuditLog, FailureStore, SamlStore, UserStore};
+use crate::email::Mailer;
 use crate::provider::Provider;
 use crate::provider::store::SqliteProviderStore;
 use crate::web::rate_limit::IpRateLimiter;
 
 #[derive(Clone)]
 pub struct AppState {
+    pub pool: SqlitePool,
     pub config: Arc<Config>,
     pub public_url: Url,
     pub users: Arc<dyn UserStore>,
@@ -34,6 +37,8 @@ pub struct AppState {
     pub oidc: Option<Arc<OidcConnector>>,
     /// The OAuth 2.0 / OpenID Connect provider for the broker's own clients.
     pub provider: Arc<Provider>,
+    pub mailer: Arc<Mailer>,
+    pub admin: Arc<AdminService>,
     pub lockout: LockoutPolicy,
     pub rate_limiter: IpRateLimiter,
     pub clock: Arc<dyn Clock>,
@@ -42,7 +47,7 @@ pub struct AppState {
 impl AppState {
     pub fn new(config: Config, pool: SqlitePool) -> anyhow::Result<Self> {
         let provider_store = Arc::new(SqliteProviderStore::new(pool.clone()));
-        let directory = Arc::new(SqliteDirectory::new(pool));
+        let directory = Arc::new(SqliteDirectory::new(pool.clone()));
         let passwords = PasswordHasher::new(&config.password)?;
         let public_url = config.public_url();
         let saml = SamlBroker::new(&config.saml, &public_url, directory.clone())?;
@@ -51,7 +56,20 @@ impl AppState {
             None => None,
         };
         let provider = Provider::new(&config.oauth2, &public_url, provider_store)?;
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let mailer = Arc::new(Mailer::new(&config.email, pool.clone(), clock.clone())?);
+        let admin = AdminService::new(
+            pool.clone(),
+            directory.clone(),
+            passwords.clone(),
+            mailer.clone(),
+            clock.clone(),
+            public_url.clone(),
+        );
         Ok(Self {
+            pool,
+            mailer,
+            admin: Arc::new(admin),
             provider: Arc::new(provider),
             public_url,
             users: directory.clone(),
@@ -68,7 +86,7 @@ impl AppState {
             passwords,
             lockout: LockoutPolicy::from(&config.lockout),
             rate_limiter: IpRateLimiter::new(&config.rate_limit),
-            clock: Arc::new(SystemClock),
+            clock,
             config: Arc::new(config),
         })
     }

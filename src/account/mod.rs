@@ -1,6 +1,7 @@
 //! Pages for a signed-in user: who is signed in, setting up two-step
 //! verification, and signing out.
 
+mod setup;
 mod totp;
 
 use axum::Router;
@@ -22,6 +23,7 @@ pub fn routes() -> Router<AppState> {
         .route("/", get(home))
         .route("/account", get(show))
         .route("/account/totp", get(totp::show).post(totp::confirm))
+        .route("/account/setup", get(setup::show).post(setup::submit))
         .route("/logout", post(logout))
 }
 

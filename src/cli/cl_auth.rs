@@ -1,74 +1,173 @@
-//! `cl-auth enable|disable`: who signs in through CloudLink authentication.
+//! `cl-auth enable|disable|setup-email`: who signs in through CloudLink
+//! authentication, with the emails each change sends.
 
-use anyhow::bail;
-use clap::Subcommand;
+use std::sync::Arc;
 
-use super::user::{UserContext, find, read_new_password};
-use crate::directory::{AuditEvent, AuditLog, UserStore};
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+
+use super::user::{UserContext, read_new_password};
+use crate::admin::service::{AdminService, ClAuthContext, Outcome, Selection, UserOutcome};
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::connector::saml::settings::IdpSettings;
+use crate::db;
+use crate::directory::SamlStore;
+use crate::directory::sqlite::SqliteDirectory;
+use crate::email::Mailer;
 
 #[derive(Debug, Subcommand)]
 pub enum ClAuthCommand {
-    /// Turn CL Auth on for the given users (login IDs or emails).
-    Enable {
-        #[arg(required = true)]
-        users: Vec<String>,
-    },
-    /// Turn CL Auth off; the default password, read like `user add` does,
-    /// becomes each user's local password.
-    Disable {
-        #[arg(required = true)]
-        users: Vec<String>,
+    /// Turn CL Auth on for the selected users. When Mitel credentials apply,
+    /// each user gets an account-setup email.
+    Enable(Selected),
+    /// Turn CL Auth off; the default password, read twice like `user add`
+    /// reads a password, becomes each user's temporary local password, and
+    /// each user gets a welcome email with it.
+    Disable(Selected),
+    /// Send a new CloudLink account-setup email; earlier links stop working.
+    SetupEmail {
+        /// Login ID or email.
+        user: String,
     },
 }
 
-pub async fn run(context: &UserContext, command: ClAuthCommand) -> anyhow::Result<()> {
-    let (users, enable) = match &command {
-        ClAuthCommand::Enable { users } => (users, true),
-        ClAuthCommand::Disable { users } => (users, false),
-    };
-    // Every user is looked up first, so a typo changes no user.
-    let mut found = Vec::new();
-    for identifier in users {
-        found.push(find(context, identifier).await?);
-    }
-    let password_hash = if enable {
-        None
-    } else {
-        let password = read_new_password(&[])?;
-        Some(context.hasher.hash(password).await?)
-    };
-    if found.is_empty() {
-        bail!("no users given");
-    }
-    for user in &found {
-        context
-            .directory
-            .set_cl_auth(&user.id, enable, context.now)
-            .await?;
-        if let Some(hash) = &password_hash {
-            context
-                .directory
-                .set_password(&user.id, hash, true, context.now)
-                .await?;
+#[derive(Debug, Args)]
+pub struct Selected {
+    /// Login IDs or emails.
+    users: Vec<String>,
+    /// Every user whose login ID, email or name contains this text.
+    #[arg(long, conflicts_with_all = ["users", "all"])]
+    matching: Option<String>,
+    /// Every user in the directory.
+    #[arg(long, conflicts_with = "users")]
+    all: bool,
+}
+
+impl Selected {
+    fn selection(&self) -> anyhow::Result<Selection> {
+        match (&self.matching, self.all) {
+            (Some(text), false) => Ok(Selection::Matching(text.clone())),
+            (None, true) => Ok(Selection::All),
+            (None, false) if !self.users.is_empty() => Ok(Selection::Users(self.users.clone())),
+            _ => bail!("select users: give login IDs or emails, --matching TEXT, or --all"),
         }
-        let event = AuditEvent {
-            kind: if enable {
-                "cl_auth.enable"
-            } else {
-                "cl_auth.disable"
-            },
-            outcome: "success",
-            user_id: Some(user.id.clone()),
-            identifier: Some(user.login_id.clone()),
-            detail: Some("command line".to_owned()),
-            ..AuditEvent::default()
-        };
-        context.directory.append(event, context.now).await?;
-        println!(
-            "CL Auth {} for {}",
-            if enable { "enabled" } else { "disabled" },
-            user.login_id
-        );
     }
-    Ok(())
+}
+
+pub async fn run(config: &Config, command: ClAuthCommand) -> anyhow::Result<()> {
+    let context = UserContext::open(config).await?;
+    let pool = db::connect_sqlite(&config.database_url).await?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let mailer = Arc::new(Mailer::new(&config.email, pool.clone(), clock.clone())?);
+    let admin = AdminService::new(
+        pool.clone(),
+        Arc::new(SqliteDirectory::new(pool.clone())),
+        context.hasher.clone(),
+        mailer.clone(),
+        clock,
+        config.public_url(),
+    );
+    let cl_auth = cl_auth_context(config, &context.directory).await?;
+    let actor = "command line";
+
+    let outcomes = match &command {
+        ClAuthCommand::Enable(selected) => {
+            let selection = checked_selection(&admin, selected).await?;
+            admin.enable_cl_auth(&selection, cl_auth, actor).await?
+        }
+        ClAuthCommand::Disable(selected) => {
+            let selection = checked_selection(&admin, selected).await?;
+            let password = read_new_password(&[])?;
+            admin
+                .disable_cl_auth(&selection, &password, &password, actor)
+                .await?
+        }
+        ClAuthCommand::SetupEmail { user } => {
+            vec![admin.resend_setup_email(user, cl_auth, actor).await?]
+        }
+    };
+
+    // Sends what the change queued, so the emails leave even when no server runs.
+    if let Err(error) = mailer.send_due().await {
+        eprintln!("warning: the emails stay queued for the running service to send: {error:#}");
+    }
+    report(&command, &outcomes)
+}
+
+/// Resolves the selection first, so a mistyped identifier changes no user.
+async fn checked_selection(admin: &AdminService, selected: &Selected) -> anyhow::Result<Selection> {
+    let selection = selected.selection()?;
+    let (users, unknown) = admin.select(&selection).await?;
+    if let Some(identifier) = unknown.first() {
+        bail!("no user has the login ID or email '{identifier}'; nothing was changed");
+    }
+    if users.is_empty() {
+        bail!("no users match the selection; nothing was changed");
+    }
+    Ok(selection)
+}
+
+fn report(command: &ClAuthCommand, outcomes: &[UserOutcome]) -> anyhow::Result<()> {
+    let done = match command {
+        ClAuthCommand::Enable(_) => "CL Auth enabled for",
+        ClAuthCommand::Disable(_) => "CL Auth disabled for",
+        ClAuthCommand::SetupEmail { .. } => "Account-setup email queued for",
+    };
+    let mut failures = Vec::new();
+    for outcome in outcomes {
+        match outcome.outcome {
+            Outcome::Changed => println!("{done} {}", outcome.user),
+            Outcome::Unchanged => println!("{} already had that setting", outcome.user),
+            Outcome::Failed => failures.push(format!(
+                "{}: {}",
+                outcome.user,
+                outcome.error.as_deref().unwrap_or_default()
+            )),
+        }
+    }
+    match failures.len() {
+        0 => Ok(()),
+        1 => bail!("{}", failures[0]),
+        count => {
+            for failure in &failures[1..] {
+                eprintln!("{failure}");
+            }
+            bail!("{count} users failed; first: {}", failures[0])
+        }
+    }
+}
+
+/// Works out from the config and the stored SAML settings whether an IdP is
+/// set up and whether CL Auth users get Mitel credentials.
+pub async fn cl_auth_context(
+    config: &Config,
+    directory: &SqliteDirectory,
+) -> anyhow::Result<ClAuthContext> {
+    if let Some(oidc) = &config.oidc {
+        return Ok(ClAuthContext {
+            idp_configured: true,
+            mitel_credentials: oidc.mitel_credentials,
+        });
+    }
+    let saml = match &config.saml.idp {
+        Some(settings) => Some(settings.clone()),
+        None => match directory.load_idp_settings().await? {
+            Some(json) => Some(
+                serde_json::from_str::<IdpSettings>(&json)
+                    .context("the stored SAML IdP settings are unreadable")?,
+            ),
+            None => None,
+        },
+    };
+    Ok(match saml {
+        Some(settings) => ClAuthContext {
+            idp_configured: true,
+            mitel_credentials: settings.mitel_credentials,
+        },
+        None => ClAuthContext {
+            idp_configured: false,
+            mitel_credentials: true,
+        },
+    })
 }

@@ -3,6 +3,7 @@
 //! Every command fails with one line on standard error and a non-zero exit
 //! status, and changes nothing when it fails.
 
+mod admin;
 mod cl_auth;
 mod oauth2;
 mod oidc;
@@ -46,6 +47,16 @@ pub enum Command {
         #[command(subcommand)]
         command: oidc::OidcCommand,
     },
+    /// Manage bearer tokens for the admin API.
+    Admin {
+        #[command(subcommand)]
+        command: admin::AdminCommand,
+    },
+    /// Print reports as CSV.
+    Report {
+        #[command(subcommand)]
+        command: admin::ReportCommand,
+    },
     /// Show the OAuth 2.0 provider's clients and rotate its signing key.
     #[command(name = "oauth2")]
     OAuth2 {
@@ -68,10 +79,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::server::run(config).await
         }
         Command::User { command } => user::run(&config, command).await,
-        Command::ClAuth { command } => {
-            let context = user::UserContext::open(&config).await?;
-            cl_auth::run(&context, command).await
-        }
+        Command::ClAuth { command } => cl_auth::run(&config, command).await,
+        Command::Admin { command } => admin::run(&config, command).await,
+        Command::Report { command } => admin::report(&config, command).await,
         Command::Saml { command } => saml::run(&config, command).await,
         Command::Oidc { command } => oidc::run(&config, command),
         Command::OAuth2 { command } => oauth2::run(&config, command).await,

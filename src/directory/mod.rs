@@ -122,6 +122,9 @@ pub trait UserStore: Send + Sync {
     ) -> Result<bool, DirectoryError>;
     async fn remaining_recovery_codes(&self, id: &str) -> Result<u32, DirectoryError>;
     async fn record_login(&self, id: &str, now: i64) -> Result<(), DirectoryError>;
+    /// Removes a temporary password (one that must be changed) after its one
+    /// use; returns false when it was already gone.
+    async fn spend_temporary_password(&self, id: &str, now: i64) -> Result<bool, DirectoryError>;
     /// Finds the user whose primary email has the given normalised key.
     async fn find_by_email_key(&self, key: &str) -> Result<Option<User>, DirectoryError>;
     async fn set_cl_auth(&self, id: &str, enabled: bool, now: i64) -> Result<(), DirectoryError>;

@@ -235,6 +235,18 @@ impl UserStore for SqliteDirectory {
         Ok(row.as_ref().map(user_from_row).transpose()?)
     }
 
+    async fn spend_temporary_password(&self, id: &str, now: i64) -> Result<bool, DirectoryError> {
+        let result = sqlx::query(
+            "UPDATE users SET password_hash = NULL, updated_at = ?2 \
+             WHERE id = ?1 AND must_change_password = 1 AND password_hash IS NOT NULL",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
     async fn set_cl_auth(&self, id: &str, enabled: bool, now: i64) -> Result<(), DirectoryError> {
         let query =
             sqlx::query("UPDATE users SET cl_auth_enabled = ?2, updated_at = ?3 WHERE id = ?1")

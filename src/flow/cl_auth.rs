@@ -38,7 +38,7 @@ impl ClIdp {
         }
     }
 
-    fn mitel_credentials(&self) -> bool {
+    pub fn mitel_credentials(&self) -> bool {
         match self {
             Self::Saml(idp) => idp.settings.mitel_credentials,
             Self::Oidc(idp) => idp.settings.mitel_credentials,

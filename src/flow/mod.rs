@@ -15,9 +15,10 @@
 //! user is unknown or the password is wrong.
 
 mod attempts;
-mod cl_auth;
+pub mod cl_auth;
 mod finish;
 mod identify;
+mod new_password;
 mod oidc;
 mod otp;
 mod password;
@@ -39,6 +40,10 @@ pub fn routes() -> Router<AppState> {
             get(password::show).post(password::submit),
         )
         .route("/login/otp", get(otp::show).post(otp::submit))
+        .route(
+            new_password::PATH,
+            get(new_password::show).post(new_password::submit),
+        )
         .route(
             "/login/choose",
             get(saml::show_choice).post(saml::submit_choice),

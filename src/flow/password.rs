@@ -138,6 +138,29 @@ pub async fn submit(
         )
         .await;
     }
+    if user.must_change_password {
+        // The temporary password is spent now, so it works exactly once.
+        let spent = state
+            .users
+            .spend_temporary_password(&user.id, state.clock.now())
+            .await?;
+        if !spent {
+            // Another sign-in spent it a moment ago.
+            let locked = record_failure(
+                &state,
+                &flow,
+                "login.password",
+                "temporary password already used",
+                client_ip,
+            )
+            .await?;
+            let message = locked.as_deref().unwrap_or(WRONG_CREDENTIALS);
+            return page(&session, &flow, StatusCode::UNAUTHORIZED, Some(message)).await;
+        }
+        flow.step = Step::ChangePassword;
+        flow.save(&session).await?;
+        return Ok(Redirect::to(super::new_password::PATH).into_response());
+    }
     if user.has_second_factor() {
         flow.step = Step::SecondFactor;
         flow.save(&session).await?;

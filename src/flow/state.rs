@@ -23,6 +23,8 @@ pub enum Step {
     AwaitingIdp,
     /// The IdP asserted another user than the one typed; the user decides.
     IdentityMismatch,
+    /// The user signed in with a temporary password and must choose a new one.
+    ChangePassword,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -20,7 +20,7 @@ use tower_sessions_sqlx_store::SqliteStore;
 
 use crate::error::AppError;
 use crate::state::AppState;
-use crate::{account, flow, provider};
+use crate::{account, admin, flow, provider};
 
 const STYLESHEET: &str = include_str!("../../static/style.css");
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -47,6 +47,7 @@ pub fn app(state: AppState, sessions: SessionManagerLayer<SqliteStore>) -> Route
             rate_limit::limit_posts,
         )))
         .merge(provider::api_routes())
+        .merge(admin::api_routes())
         .route("/static/style.css", get(stylesheet))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -107,3 +107,22 @@ pub struct LogoutPage<'a> {
     pub post_logout_redirect_uri: Option<&'a str>,
     pub state: Option<&'a str>,
 }
+
+#[derive(Template)]
+#[template(path = "new_password.html")]
+pub struct NewPasswordPage<'a> {
+    pub csrf_token: &'a str,
+    pub heading: &'a str,
+    pub explanation: &'a str,
+    pub action: &'a str,
+    /// The one-time token of an account-setup link, sent back with the form.
+    pub token: Option<&'a str>,
+    pub error: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "message.html")]
+pub struct MessagePage<'a> {
+    pub title: &'a str,
+    pub message: &'a str,
+}

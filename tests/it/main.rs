@@ -2,6 +2,7 @@
 //! free loopback ports and drives it over HTTP, from the command line and
 //! through headless Chromium.
 
+mod admin;
 mod browser;
 mod chromium;
 mod cli;

@@ -1,0 +1,97 @@
+//! `admin token create|list|revoke` and `report users`.
+
+use std::sync::Arc;
+
+use anyhow::bail;
+use clap::Subcommand;
+
+use crate::admin::service::AdminService;
+use crate::admin::tokens;
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::credentials::password::PasswordHasher;
+use crate::db;
+use crate::directory::sqlite::SqliteDirectory;
+use crate::email::Mailer;
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Manage admin API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it once; only its digest is stored.
+    Create {
+        /// A name that says who or what uses the token.
+        name: String,
+    },
+    /// List tokens by name, without the tokens themselves.
+    List,
+    /// Revoke the active token with this name.
+    Revoke { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// The user summary: first name, last name, email, UCC bundle,
+    /// department and location.
+    Users,
+}
+
+pub async fn run(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
+    let pool = db::connect_sqlite(&config.database_url).await?;
+    let now = SystemClock.now();
+    let AdminCommand::Token { command } = command;
+    match command {
+        TokenCommand::Create { name } => {
+            let token = tokens::create(&pool, &name, now).await?;
+            println!("{token}");
+            eprintln!(
+                "Admin token '{}' created. It is shown only now; send it as Authorization: Bearer.",
+                name.trim()
+            );
+        }
+        TokenCommand::List => {
+            for token in tokens::list(&pool).await? {
+                let status = if token.revoked_at.is_some() {
+                    "revoked"
+                } else {
+                    "active"
+                };
+                let last_used = token.last_used_at.map_or_else(
+                    || "never used".to_owned(),
+                    |at| format!("last used at {at}"),
+                );
+                println!("{}\t{status}\t{last_used}", token.name);
+            }
+        }
+        TokenCommand::Revoke { name } => {
+            if !tokens::revoke(&pool, &name, now).await? {
+                bail!("no active admin token is named '{}'", name.trim());
+            }
+            println!("Admin token '{}' revoked", name.trim());
+        }
+    }
+    Ok(())
+}
+
+pub async fn report(config: &Config, command: ReportCommand) -> anyhow::Result<()> {
+    let ReportCommand::Users = command;
+    let pool = db::connect_sqlite(&config.database_url).await?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let admin = AdminService::new(
+        pool.clone(),
+        Arc::new(SqliteDirectory::new(pool.clone())),
+        PasswordHasher::new(&config.password)?,
+        Arc::new(Mailer::new(&config.email, pool, clock.clone())?),
+        clock,
+        config.public_url(),
+    );
+    print!("{}", admin.user_report_csv().await?);
+    Ok(())
+}

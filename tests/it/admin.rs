@@ -1,0 +1,479 @@
+//! Administration: the admin API's authentication, bulk CL Auth changes with
+//! welcome emails sent to a real SMTP server, the one-use temporary
+//! password, account-setup links, the user report and the audit log.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::harness::{Broker, Options, PASSWORD, csrf_token};
+use crate::http_login::WebClient;
+use crate::peers::smtp::SmtpServer;
+
+const DEFAULT_PASSWORD: &str = "copper-meadow-41-lantern-tide";
+const NEW_PASSWORD: &str = "violet-harbour-93-quartz-mill";
+const WRONG_CREDENTIALS: &str = "The email address, login ID or password is incorrect.";
+
+fn admin_token(broker: &Broker, name: &str) -> String {
+    let output = broker.cli(&["admin", "token", "create", name], "");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("HTTP client")
+}
+
+async fn api_post(broker: &Broker, token: &str, path: &str, body: Value) -> (StatusCode, Value) {
+    let response = http()
+        .post(broker.url(path))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .expect("admin API request");
+    let status = response.status();
+    (status, response.json().await.expect("JSON body"))
+}
+
+async fn api_get(broker: &Broker, token: &str, path: &str) -> reqwest::Response {
+    http()
+        .get(broker.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("admin API request")
+}
+
+fn enable_cl_auth(broker: &Broker, login_ids: &[&str]) {
+    let mut args = vec!["cl-auth", "enable"];
+    args.extend_from_slice(login_ids);
+    let output = broker.cli(&args, "");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+async fn password_sign_in(
+    broker: &Broker,
+    identifier: &str,
+    password: &str,
+) -> (WebClient, String) {
+    let client = WebClient::new(broker);
+    let identified = client.identify(identifier).await;
+    assert_eq!(identified.location(), "/login/password");
+    let page = client.password(password).await;
+    let outcome = if page.status == StatusCode::SEE_OTHER {
+        page.location().to_owned()
+    } else {
+        page.body
+    };
+    (client, outcome)
+}
+
+#[tokio::test]
+async fn admin_api_requires_valid_token() {
+    let broker = Broker::start();
+    let token = admin_token(&broker, "ops");
+    let gets = [
+        "/admin/api/v1/users",
+        "/admin/api/v1/reports/users.csv",
+        "/admin/api/v1/audit",
+        "/admin/api/v1/emails",
+    ];
+    let posts = [
+        "/admin/api/v1/cl-auth/enable",
+        "/admin/api/v1/cl-auth/disable",
+        "/admin/api/v1/users/jdoe/setup-email",
+    ];
+
+    for credential in [None, Some("ula_not-a-real-token"), Some("")] {
+        for path in gets {
+            let mut request = http().get(broker.url(path));
+            if let Some(credential) = credential {
+                request = request.bearer_auth(credential);
+            }
+            let response = request.send().await.unwrap();
+            assert_eq!(
+                response.status(),
+                StatusCode::UNAUTHORIZED,
+                "GET {path} with {credential:?}"
+            );
+            assert!(response.headers().contains_key("www-authenticate"));
+        }
+        for path in posts {
+            let mut request = http().post(broker.url(path)).json(&json!({"all": true}));
+            if let Some(credential) = credential {
+                request = request.bearer_auth(credential);
+            }
+            assert_eq!(
+                request.send().await.unwrap().status(),
+                StatusCode::UNAUTHORIZED,
+                "POST {path}"
+            );
+        }
+    }
+    // A browser session is no substitute for the token.
+    broker.add_user("jdoe", "jdoe@example.com");
+    let (browser, _) = password_sign_in(&broker, "jdoe", PASSWORD).await;
+    assert_eq!(
+        browser.get("/admin/api/v1/users").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    assert_eq!(
+        api_get(&broker, &token, "/admin/api/v1/users")
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let revoked = broker.cli(&["admin", "token", "revoke", "ops"], "");
+    assert!(revoked.status.success());
+    assert_eq!(
+        api_get(&broker, &token, "/admin/api/v1/users")
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let again = broker.cli(&["admin", "token", "revoke", "ops"], "");
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("no active admin token is named 'ops'")
+    );
+}
+
+#[tokio::test]
+async fn bulk_disable_sends_welcome_emails_over_smtp() {
+    let Some(smtp) = SmtpServer::start(true) else {
+        return;
+    };
+    let mut broker = Broker::prepare(Options::default());
+    broker.append_config(&format!(
+        "[email]\nfrom = \"Sign-in <noreply@example.com>\"\n\n[email.smtp]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"starttls\"\nca_file = \"{}\"\n",
+        smtp.port,
+        smtp.certificate_path().display()
+    ));
+    broker.serve();
+    broker.add_user("jdoe", "jdoe@example.com");
+    broker.add_user("asmith", "asmith@example.com");
+    broker.add_user("local", "local@example.com");
+    enable_cl_auth(&broker, &["jdoe", "asmith"]);
+    let token = admin_token(&broker, "ops");
+
+    // Bad requests change nothing.
+    for (body, expected) in [
+        (
+            json!({"users": ["jdoe"], "default_password": DEFAULT_PASSWORD, "default_password_confirmation": "other"}),
+            "differ",
+        ),
+        (
+            json!({"users": ["jdoe"], "default_password": "password1", "default_password_confirmation": "password1"}),
+            "too weak",
+        ),
+        (json!({"users": ["jdoe"]}), "default password twice"),
+        (
+            json!({"users": [], "default_password": DEFAULT_PASSWORD, "default_password_confirmation": DEFAULT_PASSWORD}),
+            "exactly one",
+        ),
+        (
+            json!({"all": true, "users": ["jdoe"], "default_password": DEFAULT_PASSWORD, "default_password_confirmation": DEFAULT_PASSWORD}),
+            "exactly one",
+        ),
+        (json!({"users": ["jdoe"], "surprise": 1}), "invalid JSON"),
+    ] {
+        let (status, response) =
+            api_post(&broker, &token, "/admin/api/v1/cl-auth/disable", body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{response}");
+        assert!(
+            response["error"].as_str().unwrap().contains(expected),
+            "{response}"
+        );
+    }
+    let users: Value = api_get(&broker, &token, "/admin/api/v1/users")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let jdoe = users["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|user| user["login_id"] == "jdoe")
+        .unwrap();
+    assert_eq!(
+        jdoe["cl_auth_enabled"], true,
+        "rejected requests left jdoe unchanged"
+    );
+
+    let (status, response) = api_post(
+        &broker,
+        &token,
+        "/admin/api/v1/cl-auth/disable",
+        json!({
+            "users": ["jdoe", "asmith@example.com", "local", "nobody"],
+            "default_password": DEFAULT_PASSWORD,
+            "default_password_confirmation": DEFAULT_PASSWORD,
+        }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::MULTI_STATUS, "{response}");
+    let results = response["results"].as_array().unwrap();
+    let outcome = |user: &str| {
+        results
+            .iter()
+            .find(|result| result["user"] == user)
+            .unwrap_or_else(|| panic!("{user} in {response}"))
+            .clone()
+    };
+    assert_eq!(outcome("jdoe")["outcome"], "changed");
+    assert_eq!(outcome("asmith")["outcome"], "changed");
+    assert_eq!(outcome("local")["outcome"], "unchanged");
+    assert_eq!(outcome("nobody")["outcome"], "failed");
+    assert!(
+        outcome("nobody")["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("Failed to disable CloudLink Authentication."),
+        "{response}"
+    );
+
+    // Enabling CL Auth without an IdP sent two account-setup emails first.
+    let emails: Vec<_> = smtp
+        .wait_for(4)
+        .into_iter()
+        .filter(|email| email.header("Subject") == Some("Your new sign-in password"))
+        .collect();
+    let mut recipients: Vec<String> = emails
+        .iter()
+        .map(|email| email.header("To").unwrap_or_default().to_owned())
+        .collect();
+    recipients.sort();
+    assert_eq!(recipients, ["asmith@example.com", "jdoe@example.com"]);
+    for email in &emails {
+        assert!(
+            email.body().contains(DEFAULT_PASSWORD),
+            "the welcome email carries the temporary password"
+        );
+        assert_eq!(email.header("From"), Some("Sign-in <noreply@example.com>"));
+    }
+
+    // The temporary password leads to the new-password step once.
+    let (browser, outcome) = password_sign_in(&broker, "jdoe", DEFAULT_PASSWORD).await;
+    assert_eq!(outcome, "/login/new-password");
+    let form = browser.get("/login/new-password").await;
+    let mismatch = browser
+        .post(
+            "/login/new-password",
+            &[
+                ("csrf_token", &csrf_token(&form.body)),
+                ("new_password", NEW_PASSWORD),
+                ("new_password_confirmation", "something-else"),
+            ],
+        )
+        .await;
+    assert_eq!(mismatch.status, StatusCode::BAD_REQUEST);
+    let done = browser
+        .submit(
+            "/login/new-password",
+            "/login/new-password",
+            &[
+                ("new_password", NEW_PASSWORD),
+                ("new_password_confirmation", NEW_PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(done.location(), "/account", "{}", done.body);
+
+    let (_, reused) = password_sign_in(&broker, "jdoe", DEFAULT_PASSWORD).await;
+    assert!(
+        reused.contains(WRONG_CREDENTIALS),
+        "the temporary password works once: {reused}"
+    );
+    let (_, fresh) = password_sign_in(&broker, "jdoe", NEW_PASSWORD).await;
+    assert_eq!(fresh, "/account");
+
+    // Leaving the new-password step does not keep the temporary password alive.
+    let (_, abandoned) = password_sign_in(&broker, "asmith", DEFAULT_PASSWORD).await;
+    assert_eq!(abandoned, "/login/new-password");
+    let (_, second) = password_sign_in(&broker, "asmith", DEFAULT_PASSWORD).await;
+    assert!(second.contains(WRONG_CREDENTIALS), "{second}");
+
+    // The audit log has the change and the sign-ins, and no password.
+    let audit = api_get(&broker, &token, "/admin/api/v1/audit?user=jdoe").await;
+    assert_eq!(audit.status(), StatusCode::OK);
+    let audit_text = audit.text().await.unwrap();
+    let audit: Value = serde_json::from_str(&audit_text).unwrap();
+    let kinds: Vec<&str> = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["kind"].as_str().unwrap())
+        .collect();
+    for kind in ["cl_auth.disable", "password.changed", "login"] {
+        assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
+    }
+    for secret in [DEFAULT_PASSWORD, NEW_PASSWORD] {
+        assert!(
+            !audit_text.contains(secret),
+            "the audit log contains a password"
+        );
+        assert!(
+            !broker.log().contains(secret),
+            "the service log contains a password"
+        );
+    }
+}
+
+#[tokio::test]
+async fn unreachable_smtp_keeps_email_queued() {
+    let mut broker = Broker::prepare(Options::default());
+    let closed_port = crate::harness::free_port();
+    broker.append_config(&format!(
+        "[email.smtp]\nhost = \"127.0.0.1\"\nport = {closed_port}\nsecurity = \"none\"\ntimeout_seconds = 2\n"
+    ));
+    broker.serve();
+    broker.add_user("jdoe", "jdoe@example.com");
+    let output = broker.cli(&["cl-auth", "enable", "jdoe"], "");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let token = admin_token(&broker, "ops");
+    let emails: Value = api_get(&broker, &token, "/admin/api/v1/emails")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let email = &emails["emails"][0];
+    assert_eq!(email["kind"], "account_setup");
+    assert_eq!(email["recipient"], "jdoe@example.com");
+    assert!(email["attempts"].as_i64().unwrap() >= 1, "{emails}");
+    assert!(email["sent_at"].is_null());
+    assert!(
+        email["last_error"]
+            .as_str()
+            .is_some_and(|error| !error.is_empty()),
+        "{emails}"
+    );
+}
+
+#[tokio::test]
+async fn setup_link_sets_mitel_password_once() {
+    let broker = Broker::start();
+    broker.add_user("jdoe", "jdoe@example.com");
+    // No IdP and no SMTP server: Mitel credentials apply, and the email goes
+    // to the outbox folder.
+    enable_cl_auth(&broker, &["jdoe"]);
+    let outbox = broker.data_dir().join("data/outbox");
+    let eml: Vec<_> = std::fs::read_dir(&outbox)
+        .expect("outbox folder")
+        .filter_map(Result::ok)
+        .collect();
+    assert_eq!(
+        eml.len(),
+        1,
+        "one account-setup email in {}",
+        outbox.display()
+    );
+    let raw = std::fs::read_to_string(eml[0].path()).unwrap();
+    let raw = raw.replace("=\r\n", "").replace("=3D", "=");
+    let start = raw.find("/account/setup?token=").expect("setup link");
+    let link: String = raw[start..]
+        .chars()
+        .take_while(|c| !c.is_whitespace())
+        .collect();
+
+    let browser = WebClient::new(&broker);
+    let form = browser.get(&link).await;
+    assert_eq!(form.status, StatusCode::OK, "{}", form.body);
+    let token = link.split_once("token=").unwrap().1.to_owned();
+    let csrf = csrf_token(&form.body);
+    let first = [
+        ("csrf_token", csrf.as_str()),
+        ("token", token.as_str()),
+        ("new_password", NEW_PASSWORD),
+        ("new_password_confirmation", NEW_PASSWORD),
+    ];
+    let done = browser.post("/account/setup", &first).await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    assert!(done.body.contains("Password set"));
+
+    // The link works once.
+    assert_eq!(browser.get(&link).await.status, StatusCode::GONE);
+    let replay = browser.post("/account/setup", &first).await;
+    assert_eq!(replay.status, StatusCode::GONE);
+
+    // The Mitel-credentials password now signs the CL Auth user in.
+    let client = WebClient::new(&broker);
+    let identified = client.identify("jdoe").await;
+    assert_eq!(
+        identified.location(),
+        "/login/password",
+        "{}",
+        identified.body
+    );
+    let signed_in = client.password(NEW_PASSWORD).await;
+    assert_eq!(signed_in.location(), "/account", "{}", signed_in.body);
+
+    // A user without CL Auth gets the fixed failure text.
+    broker.add_user("local", "local@example.com");
+    let api_token = admin_token(&broker, "ops");
+    let (status, outcome) = api_post(
+        &broker,
+        &api_token,
+        "/admin/api/v1/users/local/setup-email",
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        outcome["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("Failed to send CloudLink Account setup Email."),
+        "{outcome}"
+    );
+    let (status, outcome) = api_post(
+        &broker,
+        &api_token,
+        "/admin/api/v1/users/jdoe/setup-email",
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{outcome}");
+}
+
+#[tokio::test]
+async fn user_report_matches_cli() {
+    let broker = Broker::start();
+    broker.add_user("jdoe", "jdoe@example.com");
+    broker.add_user("comma", "comma@example.com");
+    let token = admin_token(&broker, "reports");
+    let response = api_get(&broker, &token, "/admin/api/v1/reports/users.csv").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/csv; charset=utf-8"
+    );
+    let csv = response.text().await.unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "First Name,Last Name,Email,UCC Bundle,Department,Location"
+    );
+    assert_eq!(lines.len(), 3, "{csv}");
+    assert!(lines.contains(&"Test,User,jdoe@example.com,,,"), "{csv}");
+
+    let cli = broker.cli(&["report", "users"], "");
+    assert!(cli.status.success());
+    assert_eq!(String::from_utf8_lossy(&cli.stdout), csv);
+}
