@@ -36,7 +36,22 @@ pub struct Config {
     pub oauth2: crate::provider::clients::OAuth2Config,
     /// Sender, SMTP server or outbox folder for the emails the broker sends.
     pub email: crate::email::EmailConfig,
+    pub health: HealthConfig,
     pub log: LogConfig,
+}
+
+/// The `[health]` table: the checks that raise and clear alarms.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// Seconds between two rounds of checks (database, IdP, SMTP server).
+    pub check_seconds: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self { check_seconds: 60 }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -147,6 +162,7 @@ impl Default for Config {
             oidc: None,
             oauth2: crate::provider::clients::OAuth2Config::default(),
             email: crate::email::EmailConfig::default(),
+            health: HealthConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -275,6 +291,9 @@ impl Config {
         }
         crate::provider::clients::ClientRegistry::from_config(oauth2)?;
         self.email.validate()?;
+        if self.health.check_seconds == 0 {
+            bail!("health.check_seconds must be at least 1");
+        }
         if self.saml.metadata_refresh_minutes == 0 {
             bail!("saml.metadata_refresh_minutes must be at least 1");
         }

@@ -313,6 +313,17 @@ impl Mailer {
         }
     }
 
+    /// Checks that the SMTP server accepts a connection; returns `None`
+    /// without an SMTP server configured.
+    pub async fn test_connection(&self) -> Option<anyhow::Result<()>> {
+        let transport = self.smtp.as_ref()?;
+        Some(match transport.test_connection().await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(anyhow::anyhow!("the server did not answer NOOP")),
+            Err(error) => Err(error.into()),
+        })
+    }
+
     /// Lists the most recent emails, newest first.
     pub async fn recent(&self, limit: i64) -> anyhow::Result<Vec<EmailStatus>> {
         let rows = sqlx::query(

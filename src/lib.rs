@@ -7,6 +7,7 @@
 
 pub mod account;
 pub mod admin;
+pub mod alarms;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -49,6 +49,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tokio::spawn(saml_housekeeping(state.clone()));
     tokio::spawn(provider_housekeeping(state.clone()));
     tokio::spawn(state.mailer.clone().run());
+    crate::telemetry::init_metrics()?;
+    for alarm in crate::alarms::Alarm::ALL {
+        metrics::gauge!("unified_login_alarm_active", "alarm" => alarm.name()).set(0.0);
+    }
+    tokio::spawn(crate::alarms::watch(
+        state.clone(),
+        Duration::from_secs(u64::from(state.config.health.check_seconds)),
+    ));
 
     tokio::spawn(session::delete_expired(session_store));
     let limiter = state.rate_limiter.clone();

@@ -6,6 +6,7 @@ use sqlx::SqlitePool;
 use url::Url;
 
 use crate::admin::service::AdminService;
+use crate::alarms::AlarmBoard;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::connector::PasswordAuthenticator;
@@ -24,6 +25,7 @@ use crate::web::rate_limit::IpRateLimiter;
 #[derive(Clone)]
 pub struct AppState {
     pub pool: SqlitePool,
+    pub alarms: Arc<AlarmBoard>,
     pub config: Arc<Config>,
     pub public_url: Url,
     pub users: Arc<dyn UserStore>,
@@ -51,8 +53,11 @@ impl AppState {
         let passwords = PasswordHasher::new(&config.password)?;
         let public_url = config.public_url();
         let saml = SamlBroker::new(&config.saml, &public_url, directory.clone())?;
+        let alarms = Arc::new(AlarmBoard::default());
         let oidc = match &config.oidc {
-            Some(settings) => Some(Arc::new(OidcConnector::new(settings.clone(), &public_url)?)),
+            Some(settings) => Some(Arc::new(
+                OidcConnector::new(settings.clone(), &public_url)?.with_alarms(alarms.clone()),
+            )),
             None => None,
         };
         let provider = Provider::new(&config.oauth2, &public_url, provider_store)?;
@@ -67,6 +72,7 @@ impl AppState {
             public_url.clone(),
         );
         Ok(Self {
+            alarms,
             pool,
             mailer,
             admin: Arc::new(admin),

@@ -19,3 +19,21 @@ pub fn init(config: &LogConfig) {
     // A second initialisation (as in tests) keeps the first subscriber.
     drop(result);
 }
+
+static METRICS: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+    std::sync::OnceLock::new();
+
+/// Installs the process-wide Prometheus recorder that `/metrics` renders.
+/// Only `serve` calls it, so commands and tests that build the application
+/// in-process record nothing.
+pub fn init_metrics() -> anyhow::Result<()> {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    let _ = METRICS.set(handle);
+    Ok(())
+}
+
+/// Returns the metrics in the Prometheus text format, or `None` when no
+/// recorder is installed.
+pub fn render_metrics() -> Option<String> {
+    METRICS.get().map(|handle| handle.render())
+}

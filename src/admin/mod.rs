@@ -67,6 +67,7 @@ pub fn api_routes() -> Router<AppState> {
         .route("/admin/api/v1/reports/users.csv", get(user_report))
         .route("/admin/api/v1/audit", get(audit_log))
         .route("/admin/api/v1/emails", get(emails))
+        .route("/admin/api/v1/alarms", get(alarms))
 }
 
 /// An error of the admin API, as JSON with a message that says what to fix.
@@ -355,4 +356,8 @@ async fn emails(
         .recent(query.limit.unwrap_or(50).clamp(1, 500))
         .await?;
     Ok(Json(json!({ "emails": emails })).into_response())
+}
+
+async fn alarms(State(state): State<AppState>, _admin: AdminPrincipal) -> Response {
+    Json(json!({ "alarms": state.alarms.active() })).into_response()
 }

@@ -9,8 +9,7 @@
 //! issuer is checked against the token's `tid` claim.
 
 use std::path::PathBuf;
-use std::sync::RwLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -25,6 +24,8 @@ use openidconnect::{
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use url::Url;
+
+use crate::alarms::{Alarm, AlarmBoard};
 
 /// The claim names accepted as the user's identity.
 pub const IDENTITY_CLAIMS: &[&str] = &["email", "preferred_username", "upn"];
@@ -158,7 +159,7 @@ pub struct OidcConnector {
     redirect_uri: RedirectUrl,
     http: reqwest::Client,
     cache: RwLock<Option<CachedMetadata>>,
-    unreachable: AtomicBool,
+    alarms: Arc<AlarmBoard>,
 }
 
 impl OidcConnector {
@@ -178,8 +179,22 @@ impl OidcConnector {
             redirect_uri,
             http,
             cache: RwLock::new(None),
-            unreachable: AtomicBool::new(false),
+            alarms: Arc::new(AlarmBoard::default()),
         })
+    }
+
+    /// Reports reachability to `alarms` instead of a board of its own.
+    pub fn with_alarms(mut self, alarms: Arc<AlarmBoard>) -> Self {
+        self.alarms = alarms;
+        self
+    }
+
+    /// Fetches the discovery document and keys again, which raises or clears
+    /// CL_CONNECT_FAILURE.
+    pub async fn probe(&self) {
+        if let Err(error) = self.provider(true).await {
+            tracing::debug!(%error, "OpenID Connect health probe failed");
+        }
     }
 
     pub fn redirect_uri(&self) -> &str {
@@ -208,16 +223,21 @@ impl OidcConnector {
     /// Records whether the IdP responded, logging the CL_CONNECT_FAILURE
     /// alarm once when it is raised and once when it clears.
     fn note_reachable(&self, reachable: bool) {
-        let was_unreachable = self.unreachable.swap(!reachable, Ordering::SeqCst);
-        if reachable && was_unreachable {
-            tracing::info!(alarm = "CL_CONNECT_FAILURE", issuer = %self.settings.issuer, "alarm cleared: the identity provider responds again");
-        } else if !reachable && !was_unreachable {
-            tracing::error!(alarm = "CL_CONNECT_FAILURE", issuer = %self.settings.issuer, "alarm raised: the identity provider cannot be reached");
-        }
+        let detail = if reachable {
+            format!("the identity provider {} responds", self.settings.issuer)
+        } else {
+            format!(
+                "the identity provider {} cannot be reached",
+                self.settings.issuer
+            )
+        };
+        let now = chrono::Utc::now().timestamp();
+        self.alarms
+            .set(Alarm::ClConnectFailure, !reachable, &detail, now);
     }
 
     pub fn connect_failure(&self) -> bool {
-        self.unreachable.load(Ordering::SeqCst)
+        self.alarms.is_raised(Alarm::ClConnectFailure)
     }
 
     async fn provider(

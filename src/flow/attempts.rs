@@ -38,6 +38,7 @@ pub async fn record_failure(
         .save_failures(&flow.lockout_key, after, now)
         .await?;
 
+    metrics::counter!("unified_login_sign_ins_total", "outcome" => "failure").increment(1);
     tracing::info!(
         user.id = flow.user_id.as_deref().unwrap_or("-"),
         failures = after.failures,

@@ -52,6 +52,7 @@ pub async fn complete_sign_in(
     };
     signed_in.save(session).await?;
 
+    metrics::counter!("unified_login_sign_ins_total", "outcome" => "success").increment(1);
     tracing::info!(user.id = %user.id, methods = ?methods, "user signed in");
     state
         .record(AuditEvent {

@@ -414,6 +414,7 @@ fn mint(
         lifetime_seconds: provider.access_token_seconds(),
     };
     let access_token = minter.access_token(grant, scope)?;
+    metrics::counter!("unified_login_tokens_issued_total", "grant_type" => if with_nonce { "authorization_code" } else { "refresh_token" }).increment(1);
     let id_token = if scope.split(' ').any(|scope| scope == "openid") {
         Some(minter.id_token(grant, user, scope, &access_token, with_nonce)?)
     } else {

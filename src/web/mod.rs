@@ -51,6 +51,7 @@ pub fn app(state: AppState, sessions: SessionManagerLayer<SqliteStore>) -> Route
         .route("/static/style.css", get(stylesheet))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -101,6 +102,14 @@ async fn readyz(State(state): State<AppState>) -> Response {
             tracing::warn!(%error, "readiness check failed");
             (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
         }
+    }
+}
+
+/// Prometheus metrics: alarm states, sign-ins and issued tokens.
+async fn metrics() -> Response {
+    match crate::telemetry::render_metrics() {
+        Some(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+        None => AppError::NotFound.into_response(),
     }
 }
 

@@ -477,3 +477,95 @@ async fn user_report_matches_cli() {
     assert!(cli.status.success());
     assert_eq!(String::from_utf8_lossy(&cli.stdout), csv);
 }
+
+async fn active_alarms(broker: &Broker, token: &str) -> Vec<String> {
+    let body: Value = api_get(broker, token, "/admin/api/v1/alarms")
+        .await
+        .json()
+        .await
+        .unwrap();
+    body["alarms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|alarm| alarm["alarm"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn wait_for_alarms(broker: &Broker, token: &str, expected: &[&str]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let active = active_alarms(broker, token).await;
+        if active == expected {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "alarms {active:?}, expected {expected:?}\n{}",
+            broker.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+async fn metric_line(broker: &Broker, alarm: &str) -> String {
+    let text = http()
+        .get(broker.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|line| line.starts_with("unified_login_alarm_active") && line.contains(alarm))
+        .unwrap_or_else(|| panic!("no gauge for {alarm} in\n{text}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn smtp_outage_raises_and_clears_alarm() {
+    let port = crate::harness::free_port();
+    let mut broker = Broker::prepare(Options::default());
+    broker.append_config(&format!(
+        "[health]\ncheck_seconds = 1\n\n[email.smtp]\nhost = \"127.0.0.1\"\nport = {port}\nsecurity = \"none\"\ntimeout_seconds = 2\n"
+    ));
+    broker.serve();
+    let token = admin_token(&broker, "ops");
+
+    wait_for_alarms(&broker, &token, &["REST_CONNECT_FAILURE"]).await;
+    assert!(
+        metric_line(&broker, "REST_CONNECT_FAILURE")
+            .await
+            .ends_with(" 1")
+    );
+    assert!(
+        metric_line(&broker, "AUTHSERVICE_DOWN")
+            .await
+            .ends_with(" 0")
+    );
+    // Several failed checks later, the alarm was still logged only once.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(
+        broker.log().matches("alarm raised").count(),
+        1,
+        "{}",
+        broker.log()
+    );
+
+    let Some(_smtp) = SmtpServer::start_at(port, false) else {
+        return;
+    };
+    wait_for_alarms(&broker, &token, &[]).await;
+    assert!(
+        metric_line(&broker, "REST_CONNECT_FAILURE")
+            .await
+            .ends_with(" 0")
+    );
+    assert_eq!(
+        broker.log().matches("alarm cleared").count(),
+        1,
+        "{}",
+        broker.log()
+    );
+}

@@ -247,6 +247,25 @@ impl SamlBroker {
     /// Fetches the IdP metadata and stores changed certificates. Returns
     /// whether anything changed. With `on_demand`, at most one fetch per
     /// minute is made.
+    /// Fetches the IdP's metadata URL without importing it, as a health
+    /// check; returns `None` when no metadata URL is configured.
+    pub async fn probe_metadata(&self) -> Option<anyhow::Result<()>> {
+        let idp = match self.active_idp().await {
+            Ok(idp) => idp?,
+            Err(error) => return Some(Err(error.into())),
+        };
+        let url = idp.settings.metadata_url.clone()?;
+        let result = self
+            .http
+            .get(url.clone())
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map(drop)
+            .with_context(|| format!("cannot fetch SAML metadata from {url}"));
+        Some(result)
+    }
+
     pub async fn refresh_metadata(&self, on_demand: bool) -> anyhow::Result<bool> {
         let Some(idp) = self.active_idp().await? else {
             return Ok(false);

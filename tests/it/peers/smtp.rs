@@ -54,6 +54,11 @@ impl SmtpServer {
     /// Returns `None` after printing why when aiosmtpd is missing, unless
     /// `CI` is set, in which case it panics.
     pub fn start(starttls: bool) -> Option<Self> {
+        Self::start_at(free_port(), starttls)
+    }
+
+    /// Like [`SmtpServer::start`], on a port the caller chose.
+    pub fn start_at(port: u16, starttls: bool) -> Option<Self> {
         let installed = Command::new("python3")
             .args(["-c", "import aiosmtpd"])
             .stdout(Stdio::null())
@@ -70,7 +75,6 @@ impl SmtpServer {
             .prefix("smtp-")
             .tempdir()
             .expect("temporary folder");
-        let port = free_port();
         let mut command = Command::new("python3");
         command.args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")]);
         if starttls {
