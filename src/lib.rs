@@ -15,6 +15,7 @@ pub mod db;
 pub mod directory;
 pub mod error;
 pub mod flow;
+pub mod scim;
 pub mod server;
 pub mod session;
 pub mod state;

@@ -15,6 +15,8 @@ use crate::credentials::lockout::LockoutPolicy;
 use crate::credentials::password::PasswordHasher;
 use crate::directory::sqlite::SqliteDirectory;
 use crate::directory::{AuditEvent, AuditLog, FailureStore, SamlStore, UserStore};
+use crate::scim::sqlite::SqliteScimStore;
+use crate::scim::store::ScimStore;
 use crate::web::rate_limit::IpRateLimiter;
 
 #[derive(Clone)]
@@ -30,6 +32,8 @@ pub struct AppState {
     pub saml: Arc<SamlBroker>,
     pub saml_store: Arc<dyn SamlStore>,
     pub oidc: Option<Arc<OidcConnector>>,
+    /// SCIM provisioning: Secret Token, settings, provisioned users, detained queue.
+    pub scim: Arc<dyn ScimStore>,
     pub lockout: LockoutPolicy,
     pub rate_limiter: IpRateLimiter,
     pub clock: Arc<dyn Clock>,
@@ -37,6 +41,7 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(config: Config, pool: SqlitePool) -> anyhow::Result<Self> {
+        let scim = Arc::new(SqliteScimStore::new(pool.clone()));
         let directory = Arc::new(SqliteDirectory::new(pool));
         let passwords = PasswordHasher::new(&config.password)?;
         let public_url = config.public_url();
@@ -53,6 +58,7 @@ impl AppState {
             audit: directory,
             saml: Arc::new(saml),
             oidc,
+            scim,
             local_password: Arc::new(LocalPassword::new(passwords.clone(), PasswordKind::Local)),
             mitel_password: Arc::new(LocalPassword::new(
                 passwords.clone(),

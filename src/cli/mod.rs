@@ -6,6 +6,7 @@
 mod cl_auth;
 mod oidc;
 mod saml;
+mod scim;
 mod user;
 
 use std::path::PathBuf;
@@ -50,6 +51,11 @@ pub enum Command {
         #[command(subcommand)]
         command: saml::SamlCommand,
     },
+    /// SCIM provisioning: the Secret Token, the switches and the detained queue.
+    Scim {
+        #[command(subcommand)]
+        command: scim::ScimCommand,
+    },
 }
 
 /// Runs the parsed command line.
@@ -67,5 +73,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Saml { command } => saml::run(&config, command).await,
         Command::Oidc { command } => oidc::run(&config, command),
+        Command::Scim { command } => scim::run(&config, command).await,
     }
 }

@@ -45,6 +45,8 @@ pub fn app(state: AppState, sessions: SessionManagerLayer<SqliteStore>) -> Route
             state.clone(),
             rate_limit::limit_posts,
         )))
+        // SCIM is a bearer-token API: no session, CSRF token or form rate limit.
+        .nest("/scim/v2", crate::scim::routes())
         .route("/static/style.css", get(stylesheet))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
