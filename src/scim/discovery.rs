@@ -1,6 +1,8 @@
 //! The discovery documents of RFC 7644 §4: ServiceProviderConfig,
 //! ResourceTypes and Schemas. The User schema lists only the attributes
-//! that the directory stores, so clients see what survives a round trip.
+//! that the directory stores, so clients see what survives a round trip,
+//! and marks as required what a change needs to be applied instead of
+//! detained: userName, active, the last name and the work email.
 
 use serde_json::{Value, json};
 
@@ -68,6 +70,10 @@ fn with(mut attribute: Value, changes: Value) -> Value {
     attribute
 }
 
+fn required(attribute: Value) -> Value {
+    with(attribute, json!({"required": true}))
+}
+
 fn multi_valued(name: &str, description: &str, sub_attributes: Vec<Value>) -> Value {
     with(
         attribute(name, "complex", description),
@@ -100,27 +106,27 @@ pub fn user_schema(base: &str) -> Value {
             attribute("externalId", "string", "The IdP's identifier of the user"),
             json!({"caseExact": true}),
         ),
-        attribute("active", "boolean", "Whether the user can sign in"),
+        required(attribute(
+            "active",
+            "boolean",
+            "Whether the user can sign in",
+        )),
         with(
-            attribute("name", "complex", "The user's name"),
+            required(attribute("name", "complex", "The user's name")),
             json!({"subAttributes": [
                 attribute("givenName", "string", "First name"),
-                attribute("familyName", "string", "Last name, needed for the change to apply"),
-                with(
-                    attribute("formatted", "string", "First and last name, for display"),
-                    json!({"mutability": "readOnly"}),
-                ),
+                required(attribute("familyName", "string", "Last name")),
             ]}),
         ),
-        multi_valued(
+        required(multi_valued(
             "emails",
             "The work email is the primary email",
             vec![
-                attribute("value", "string", "Email address"),
+                required(attribute("value", "string", "Email address")),
                 type_attribute(&["work"]),
                 attribute("primary", "boolean", "Whether this is the primary email"),
             ],
-        ),
+        )),
         multi_valued(
             "phoneNumbers",
             "work: directory number; mobile: E.164 mobile number; other: DID",

@@ -219,6 +219,47 @@ pub async fn list_users(
             format!("invalid query: {rejection}"),
         )
     })?;
+    search(&state, &client, &query).await
+}
+
+/// The body of `POST /Users/.search` (RFC 7644 §3.4.3).
+#[derive(Debug, Default, Deserialize)]
+struct SearchRequest {
+    filter: Option<String>,
+    #[serde(rename = "startIndex")]
+    start_index: Option<i64>,
+    count: Option<i64>,
+    attributes: Option<Vec<String>>,
+    #[serde(rename = "excludedAttributes")]
+    excluded_attributes: Option<Vec<String>>,
+}
+
+pub async fn search_users(
+    State(state): State<AppState>,
+    client: ScimClient,
+    ScimJson(body): ScimJson,
+) -> Result<Response, ScimError> {
+    let request: SearchRequest = serde_json::from_value(body).map_err(|error| {
+        ScimError::bad_request(
+            ScimType::InvalidValue,
+            format!("invalid SearchRequest: {error}"),
+        )
+    })?;
+    let query = ListQuery {
+        filter: request.filter,
+        start_index: request.start_index.map(|value| value.to_string()),
+        count: request.count.map(|value| value.to_string()),
+        attributes: request.attributes.map(|names| names.join(",")),
+        excluded_attributes: request.excluded_attributes.map(|names| names.join(",")),
+    };
+    search(&state, &client, &query).await
+}
+
+async fn search(
+    state: &AppState,
+    client: &ScimClient,
+    query: &ListQuery,
+) -> Result<Response, ScimError> {
     // RFC 7644 §3.4.2.4: startIndex below 1 means 1, and a negative count means 0.
     let start_index = read_integer("startIndex", query.start_index.as_deref())?
         .unwrap_or(1)
@@ -234,7 +275,7 @@ pub async fn list_users(
         ),
     };
 
-    let matching = matching_users(&state, filter.as_ref(), client.settings.reinitialize).await?;
+    let matching = matching_users(state, filter.as_ref(), client.settings.reinitialize).await?;
     let total = matching.len();
     let (attributes, excluded) = query.attribute_lists();
     let page: Vec<Value> = matching
@@ -325,7 +366,7 @@ pub async fn create_user(
         state.clock.now(),
     )
     .await?;
-    Ok(respond(&state, outcome))
+    Ok(respond(&state, outcome, StatusCode::CREATED))
 }
 
 pub async fn replace_user(
@@ -340,7 +381,7 @@ pub async fn replace_user(
         state.clock.now(),
     )
     .await?;
-    Ok(respond(&state, outcome))
+    Ok(respond(&state, outcome, StatusCode::OK))
 }
 
 pub async fn patch_user(
@@ -355,7 +396,7 @@ pub async fn patch_user(
         state.clock.now(),
     )
     .await?;
-    Ok(respond(&state, outcome))
+    Ok(respond(&state, outcome, StatusCode::OK))
 }
 
 pub async fn delete_user(
@@ -369,28 +410,23 @@ pub async fn delete_user(
         state.clock.now(),
     )
     .await?;
-    Ok(respond(&state, outcome))
+    Ok(respond(&state, outcome, StatusCode::NO_CONTENT))
 }
 
 /// Shapes the response to a change. A detained change is answered as if it
-/// had been applied; `service` explains why.
-fn respond(state: &AppState, outcome: Outcome) -> Response {
+/// had been applied, with `success` (201 for a POST, 200 for PUT and PATCH,
+/// 204 for DELETE); `service` explains why.
+fn respond(state: &AppState, outcome: Outcome, success: StatusCode) -> Response {
     match outcome {
-        Outcome::Created(user) => created(state, &user),
-        Outcome::Updated(user) => scim_response(
-            StatusCode::OK,
-            &render_user(&user, &user_location(state, &user.id)),
-        ),
+        Outcome::Created(user) if success == StatusCode::CREATED => created(state, &user),
+        Outcome::Created(user) | Outcome::Updated(user) => user_response(state, &user),
         Outcome::Deleted => StatusCode::NO_CONTENT.into_response(),
         Outcome::Detained {
             entry_id, preview, ..
         } => {
             let mut response = match preview {
-                Some(user) if user.version == 0 => created(state, &user),
-                Some(user) => scim_response(
-                    StatusCode::OK,
-                    &render_user(&user, &user_location(state, &user.id)),
-                ),
+                Some(user) if success == StatusCode::CREATED => created(state, &user),
+                Some(user) => user_response(state, &user),
                 None => StatusCode::NO_CONTENT.into_response(),
             };
             insert_header(
@@ -401,6 +437,13 @@ fn respond(state: &AppState, outcome: Outcome) -> Response {
             response
         }
     }
+}
+
+fn user_response(state: &AppState, user: &StoredUser) -> Response {
+    scim_response(
+        StatusCode::OK,
+        &render_user(user, &user_location(state, &user.id)),
+    )
 }
 
 fn created(state: &AppState, user: &StoredUser) -> Response {

@@ -64,6 +64,8 @@ pub fn routes() -> Router<AppState> {
         .route("/Schemas", get(schemas))
         .route("/Schemas/{id}", get(schema))
         .route("/Users", get(list_users).post(create_user))
+        .route("/Users/.search", axum::routing::post(search_users))
+        .route("/.search", axum::routing::post(search_users))
         .route(
             "/Users/{id}",
             get(get_user)

@@ -277,13 +277,6 @@ pub fn render_user(user: &StoredUser, location: &str) -> Value {
         name.insert("familyName".into(), json!(family));
     }
     if !name.is_empty() {
-        let formatted = [&record.given_name, &record.family_name]
-            .into_iter()
-            .flatten()
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(" ");
-        name.insert("formatted".into(), json!(formatted));
         resource.insert("name".into(), Value::Object(name));
     }
     if let Some(email) = &record.email {
