@@ -418,7 +418,11 @@ pub async fn delete_user(
 /// 204 for DELETE); `service` explains why.
 fn respond(state: &AppState, outcome: Outcome, success: StatusCode) -> Response {
     match outcome {
-        Outcome::Created(user) if success == StatusCode::CREATED => created(state, &user),
+        // A POST that the re-initializing cycle matched to an existing user
+        // still answers 201, which is what the IdP expects of a create.
+        Outcome::Created(user) | Outcome::Updated(user) if success == StatusCode::CREATED => {
+            created(state, &user)
+        }
         Outcome::Created(user) | Outcome::Updated(user) => user_response(state, &user),
         Outcome::Deleted => StatusCode::NO_CONTENT.into_response(),
         Outcome::Detained {

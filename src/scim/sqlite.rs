@@ -354,7 +354,7 @@ impl ScimStore for SqliteScimStore {
     }
 
     async fn list_users(&self) -> Result<Vec<StoredUser>, DirectoryError> {
-        let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY created_at, id");
+        let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY created_at, rowid");
         let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
         Ok(rows.iter().map(user_from_row).collect::<Result<_, _>>()?)
     }

@@ -14,3 +14,4 @@ mod saml_browser;
 mod saml_builder;
 mod saml_flow;
 mod saml_responses;
+mod scim;
