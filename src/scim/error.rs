@@ -38,7 +38,7 @@ impl ScimType {
 }
 
 /// A failed SCIM request. `detail` goes to the client, so it never contains
-/// internal error text; `Internal` errors are logged and answered generically.
+/// internal error text; `Internal` errors are logged and get a generic response.
 #[derive(Debug, thiserror::Error)]
 pub enum ScimError {
     #[error("{detail}")]

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::CORE_USER_SCHEMA;
 
-/// Longest filter accepted, in bytes, so a hostile filter costs little to reject.
+/// Maximum filter length accepted, in bytes, so a hostile filter costs little to reject.
 pub const MAX_FILTER_BYTES: usize = 4096;
 /// Deepest nesting of parentheses and `not` accepted.
 const MAX_DEPTH: usize = 32;

@@ -21,8 +21,8 @@ use super::{
 use crate::directory::identifier_key;
 use crate::state::AppState;
 
-/// Response header that names the detained entry of a change that was
-/// answered as if applied, for troubleshooting from the IdP's logs.
+/// Response header with the detained entry of a change that got a success
+/// response without being applied, for troubleshooting from the IdP's logs.
 pub const DETAINED_HEADER: &str = "x-unified-login-detained";
 
 /// A JSON request body sent as `application/scim+json` or `application/json`.
@@ -145,9 +145,9 @@ pub async fn schema(
     ))
 }
 
-/// Groups are not provisioned. RFC 7644 §3.12 answers a request for an
-/// endpoint that does not exist with 404, so the Groups endpoints do that,
-/// and /ResourceTypes lists no Group type.
+/// Groups are not provisioned. RFC 7644 §3.12 returns 404 for an endpoint
+/// that does not exist, so the Groups endpoints return 404, and
+/// /ResourceTypes lists no Group type.
 pub async fn groups(_client: ScimClient) -> ScimError {
     ScimError::not_found(
         "Groups are not provisioned: this service provider supports only the User resource type. \
@@ -413,13 +413,12 @@ pub async fn delete_user(
     Ok(respond(&state, outcome, StatusCode::NO_CONTENT))
 }
 
-/// Shapes the response to a change. A detained change is answered as if it
-/// had been applied, with `success` (201 for a POST, 200 for PUT and PATCH,
+/// Shapes the response to a change. A detained change gets the response of an applied one, with `success` (201 for a POST, 200 for PUT and PATCH,
 /// 204 for DELETE); `service` explains why.
 fn respond(state: &AppState, outcome: Outcome, success: StatusCode) -> Response {
     match outcome {
         // A POST that the re-initializing cycle matched to an existing user
-        // still answers 201, which is what the IdP expects of a create.
+        // still gets 201, which is what the IdP expects of a create.
         Outcome::Created(user) | Outcome::Updated(user) if success == StatusCode::CREATED => {
             created(state, &user)
         }

@@ -48,7 +48,7 @@ pub const SCIM_CONTENT_TYPE: &str = "application/scim+json";
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Users per page when the request gives no `count`.
 pub const DEFAULT_PAGE_SIZE: usize = 100;
-/// Most users per page, also published as `filter.maxResults`.
+/// Maximum users per page, also published as `filter.maxResults`.
 pub const MAX_PAGE_SIZE: usize = 1000;
 
 /// Builds the router that `web::app` nests under `/scim/v2`. It sits

@@ -213,7 +213,7 @@ pub fn apply(resource: &mut Value, operations: &[PatchOperation]) -> Result<(), 
 }
 
 /// Applies one member of a path-less add or replace. The key is a path,
-/// an attribute, or an extension schema URN whose object holds attributes.
+/// an attribute, or an extension schema URN whose object contains attributes.
 fn apply_member(
     resource: &mut Value,
     op: OpKind,
@@ -272,7 +272,7 @@ fn apply_at(
     }
 }
 
-/// Returns the object that holds the path's attribute: the resource, or the
+/// Returns the object that contains the path's attribute: the resource, or the
 /// extension object for a schema-qualified path (created for add and replace).
 fn container_for<'a>(
     resource: &'a mut Value,
@@ -446,7 +446,7 @@ fn apply_filtered(
         return Ok(());
     }
 
-    // No value matched: create one when the filter says what it must look like.
+    // No value matched: create one when the filter specifies what it must look like.
     let Some(mut created) = equality_members(filter) else {
         return Err(ScimError::bad_request(
             ScimType::NoTarget,

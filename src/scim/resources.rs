@@ -219,7 +219,7 @@ fn sub_string(item: Option<&Value>, name: &str) -> Result<Option<String>, ScimEr
     }
 }
 
-/// The primary email is the work email. Without one, the value marked
+/// Picks the work email as the primary email. Without one, the value marked
 /// primary and then the first value stand in, because some clients send no
 /// type.
 fn primary_email(emails: &[Value]) -> Result<Option<String>, ScimError> {

@@ -4,7 +4,7 @@
 use super::resources::UserRecord;
 use crate::directory::parse_email;
 
-/// Longest part of a login ID before `@`, in characters, that the
+/// Maximum length of the part of a login ID before `@`, in characters, that the
 /// unified-communications server accepts.
 pub const MAX_LOGIN_LOCAL_PART: usize = 21;
 

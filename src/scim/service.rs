@@ -35,7 +35,7 @@ pub enum Change {
     Delete { id: String },
 }
 
-/// What became of a change.
+/// The result of a change.
 #[derive(Debug, Clone)]
 pub enum Outcome {
     Created(StoredUser),
@@ -50,7 +50,7 @@ pub enum Outcome {
     },
 }
 
-/// Who asks for the change, which decides the checks.
+/// The source of a change, which decides the checks.
 #[derive(Debug, Clone, Copy)]
 enum Mode {
     Sync { defer_all: bool },
@@ -72,7 +72,7 @@ struct Plan {
     /// The new fields; `None` for a delete.
     record: Option<UserRecord>,
     operation: Operation,
-    /// What a detained entry keeps: the body as received, or for a pending
+    /// The body that a detained entry keeps: the body as received, or for a pending
     /// create the resource with the later changes applied.
     payload: String,
     /// The detained entry that this change continues, if any.
@@ -578,7 +578,7 @@ fn changed_fields(old: &UserRecord, new: &UserRecord) -> Vec<&'static str> {
         .collect()
 }
 
-/// Tracks the full cycle that "re-initialize on next cycle" asks for: the
+/// Tracks the full cycle that "re-initialize on next cycle" requests: the
 /// first request after the switch starts it, and a pause of
 /// [`CYCLE_GAP_SECONDS`] ends it and clears the switch.
 pub async fn note_request(store: &dyn ScimStore, now: i64) -> Result<Settings, ScimError> {

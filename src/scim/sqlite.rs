@@ -39,7 +39,7 @@ fn user_from_row(row: &SqliteRow) -> Result<StoredUser, sqlx::Error> {
     Ok(StoredUser {
         id: row.try_get("id")?,
         record: UserRecord {
-            // Users added by hand have no userName yet; their login ID stands in.
+            // Users added by hand have no userName yet; their login ID is used instead.
             user_name: scim_user_name.unwrap_or(login_id),
             external_id: row.try_get("scim_external_id")?,
             active: row.try_get("active")?,
@@ -247,6 +247,16 @@ async fn update_user(
 }
 
 impl SqliteScimStore {
+    /// Starts a transaction that takes the write lock at once. A deferred
+    /// transaction that reads first would fail with SQLITE_BUSY when another
+    /// connection commits between its read and its write, which concurrent
+    /// provisioning requests do.
+    async fn write_transaction(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await
+    }
+
     async fn find_user_in(
         conn: &mut SqliteConnection,
         id: &str,
@@ -273,7 +283,7 @@ impl ScimStore for SqliteScimStore {
         audit: AuditEvent,
         now: i64,
     ) -> Result<(), DirectoryError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_transaction().await?;
         sqlx::query(
             "INSERT INTO scim_token (id, token_hash, created_at) VALUES (1, ?1, ?2) \
              ON CONFLICT (id) DO UPDATE SET token_hash = ?1, created_at = ?2",
@@ -288,7 +298,7 @@ impl ScimStore for SqliteScimStore {
     }
 
     async fn delete_token(&self, audit: AuditEvent, now: i64) -> Result<bool, DirectoryError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_transaction().await?;
         let deleted = sqlx::query("DELETE FROM scim_token WHERE id = 1")
             .execute(&mut *tx)
             .await?
@@ -360,7 +370,7 @@ impl ScimStore for SqliteScimStore {
     }
 
     async fn commit(&self, commit: Commit, now: i64) -> Result<Option<StoredUser>, CommitError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_transaction().await?;
         let id = match &commit.write {
             UserWrite::Insert { id, record } => {
                 insert_user(&mut tx, id, record, now).await?;
@@ -406,7 +416,7 @@ impl ScimStore for SqliteScimStore {
         audit: AuditEvent,
         now: i64,
     ) -> Result<i64, DirectoryError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_transaction().await?;
         let existing: Option<i64> = sqlx::query_scalar(
             "SELECT id FROM scim_detained WHERE operation = ?1 AND user_id = ?2 AND payload = ?3 \
              ORDER BY id LIMIT 1",
@@ -525,7 +535,7 @@ impl ScimStore for SqliteScimStore {
         audit: AuditEvent,
         now: i64,
     ) -> Result<bool, DirectoryError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_transaction().await?;
         let deleted = sqlx::query("DELETE FROM scim_detained WHERE id = ?1")
             .bind(id)
             .execute(&mut *tx)
