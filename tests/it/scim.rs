@@ -182,7 +182,7 @@ impl Scim {
     }
 }
 
-/// A User resource as Entra ID sends it in a POST, with invented values.
+/// Builds a User resource as Entra ID sends it in a POST, with invented values.
 fn entra_user(user_name: &str, email: &str) -> Value {
     json!({
         "schemas": [USER_SCHEMA, ENTERPRISE_SCHEMA],
@@ -719,7 +719,7 @@ async fn rule_breaks_are_detained() {
     base["phoneNumbers"] = json!([{"type": "work", "value": "2001"}]);
     let id = scim.create(&base).await;
 
-    // A create without a last name is answered 201, but no user exists yet.
+    // A create without a last name gets 201, but no user exists yet.
     let mut nameless = entra_user("kim@contoso.example", "kim@contoso.example");
     nameless["name"] = json!({"givenName": "Kim"});
     let detained_create = scim.post(&nameless).await;
