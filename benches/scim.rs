@@ -35,8 +35,10 @@ fn main() {
 
 async fn run(users: usize) {
     let dir = tempfile::tempdir().expect("temporary folder");
-    let mut config = Config::default();
-    config.database_url = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let config = Config {
+        database_url: format!("sqlite://{}", dir.path().join("bench.db").display()),
+        ..Config::default()
+    };
     let pool = db::connect_sqlite(&config.database_url)
         .await
         .expect("database");
