@@ -19,6 +19,7 @@ pub mod email;
 pub mod error;
 pub mod flow;
 pub mod provider;
+pub mod scim;
 pub mod server;
 pub mod session;
 pub mod state;

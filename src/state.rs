@@ -20,6 +20,8 @@ use crate::directory::{AuditEvent, AuditLog, FailureStore, SamlStore, UserStore}
 use crate::email::Mailer;
 use crate::provider::Provider;
 use crate::provider::store::SqliteProviderStore;
+use crate::scim::sqlite::SqliteScimStore;
+use crate::scim::store::ScimStore;
 use crate::web::rate_limit::IpRateLimiter;
 
 #[derive(Clone)]
@@ -41,6 +43,8 @@ pub struct AppState {
     pub provider: Arc<Provider>,
     pub mailer: Arc<Mailer>,
     pub admin: Arc<AdminService>,
+    /// SCIM provisioning: Secret Token, settings, provisioned users, detained queue.
+    pub scim: Arc<dyn ScimStore>,
     pub lockout: LockoutPolicy,
     pub rate_limiter: IpRateLimiter,
     pub clock: Arc<dyn Clock>,
@@ -50,6 +54,7 @@ impl AppState {
     pub fn new(config: Config, pool: SqlitePool) -> anyhow::Result<Self> {
         let provider_store = Arc::new(SqliteProviderStore::new(pool.clone()));
         let directory = Arc::new(SqliteDirectory::new(pool.clone()));
+        let scim = Arc::new(SqliteScimStore::new(pool.clone()));
         let passwords = PasswordHasher::new(&config.password)?;
         let public_url = config.public_url();
         let saml = SamlBroker::new(&config.saml, &public_url, directory.clone())?;
@@ -84,6 +89,7 @@ impl AppState {
             audit: directory,
             saml: Arc::new(saml),
             oidc,
+            scim,
             local_password: Arc::new(LocalPassword::new(passwords.clone(), PasswordKind::Local)),
             mitel_password: Arc::new(LocalPassword::new(
                 passwords.clone(),

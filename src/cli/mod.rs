@@ -8,6 +8,7 @@ mod cl_auth;
 mod oauth2;
 mod oidc;
 mod saml;
+mod scim;
 mod user;
 
 use std::path::PathBuf;
@@ -68,6 +69,11 @@ pub enum Command {
         #[command(subcommand)]
         command: saml::SamlCommand,
     },
+    /// SCIM provisioning: the Secret Token, the switches and the detained queue.
+    Scim {
+        #[command(subcommand)]
+        command: scim::ScimCommand,
+    },
 }
 
 /// Runs the parsed command line.
@@ -85,5 +91,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Saml { command } => saml::run(&config, command).await,
         Command::Oidc { command } => oidc::run(&config, command),
         Command::OAuth2 { command } => oauth2::run(&config, command).await,
+        Command::Scim { command } => scim::run(&config, command).await,
     }
 }

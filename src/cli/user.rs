@@ -15,6 +15,8 @@ use crate::directory::sqlite::SqliteDirectory;
 use crate::directory::{
     AuditEvent, AuditLog, NewUser, User, UserStore, identifier_key, parse_email,
 };
+use crate::scim::sqlite::SqliteScimStore;
+use crate::scim::store::ScimStore;
 
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
@@ -57,6 +59,7 @@ pub enum TotpCommand {
 
 pub struct UserContext {
     pub directory: SqliteDirectory,
+    pub scim: SqliteScimStore,
     pub hasher: PasswordHasher,
     pub now: i64,
 }
@@ -65,6 +68,7 @@ impl UserContext {
     pub async fn open(config: &Config) -> anyhow::Result<Self> {
         let pool = db::connect_sqlite(&config.database_url).await?;
         Ok(Self {
+            scim: SqliteScimStore::new(pool.clone()),
             directory: SqliteDirectory::new(pool),
             hasher: PasswordHasher::new(&config.password)?,
             now: SystemClock.now(),
@@ -101,6 +105,12 @@ async fn add(
     first_name: String,
     last_name: String,
 ) -> anyhow::Result<()> {
+    if context.scim.token_hash().await?.is_some() {
+        bail!(
+            "users come from the identity provider while SCIM synchronisation is on: add the user \
+             there, or turn synchronisation off with `unified-login scim disable`"
+        );
+    }
     let login_id = login_id.trim().to_owned();
     identifier_key(&login_id).map_err(|error| anyhow::anyhow!("invalid --login-id: {error}"))?;
     if login_id.chars().any(char::is_whitespace) {

@@ -48,6 +48,8 @@ pub fn app(state: AppState, sessions: SessionManagerLayer<SqliteStore>) -> Route
         )))
         .merge(provider::api_routes())
         .merge(admin::api_routes())
+        // SCIM is a bearer-token API: no session, CSRF token or form rate limit.
+        .nest("/scim/v2", crate::scim::routes())
         .route("/static/style.css", get(stylesheet))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -17,3 +17,4 @@ mod saml_browser;
 mod saml_builder;
 mod saml_flow;
 mod saml_responses;
+mod scim;
