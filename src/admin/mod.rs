@@ -4,6 +4,7 @@
 //! Every API request needs an admin bearer token (`unified-login admin token
 //! create`); without a valid one the answer is 401 and nothing runs.
 
+pub mod pages;
 pub mod service;
 pub mod tokens;
 
@@ -211,7 +212,7 @@ fn parse_bulk(
     })
 }
 
-async fn cl_auth_context(state: &AppState) -> Result<ClAuthContext, ApiError> {
+pub(crate) async fn cl_auth_context(state: &AppState) -> Result<ClAuthContext, ApiError> {
     let idp = active_idp(state)
         .await
         .map_err(|error| ApiError::internal(error.to_string()))?;

@@ -21,6 +21,19 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Give or take the admin role, which opens the admin pages at /admin.
+    Role {
+        #[command(subcommand)]
+        command: RoleCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RoleCommand {
+    /// Give USER (login ID or email) the admin role.
+    Grant { user: String },
+    /// Take the admin role from USER.
+    Revoke { user: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -46,7 +59,10 @@ pub enum ReportCommand {
 pub async fn run(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
     let pool = db::connect_sqlite(&config.database_url).await?;
     let now = SystemClock.now();
-    let AdminCommand::Token { command } = command;
+    let command = match command {
+        AdminCommand::Token { command } => command,
+        AdminCommand::Role { command } => return set_role(&pool, command, now).await,
+    };
     match command {
         TokenCommand::Create { name } => {
             let token = tokens::create(&pool, &name, now).await?;
@@ -93,5 +109,41 @@ pub async fn report(config: &Config, command: ReportCommand) -> anyhow::Result<(
         config.public_url(),
     );
     print!("{}", admin.user_report_csv().await?);
+    Ok(())
+}
+
+async fn set_role(pool: &sqlx::SqlitePool, command: RoleCommand, now: i64) -> anyhow::Result<()> {
+    let (identifier, grant) = match &command {
+        RoleCommand::Grant { user } => (user, true),
+        RoleCommand::Revoke { user } => (user, false),
+    };
+    let key = crate::directory::identifier_key(identifier)?;
+    let result = sqlx::query(
+        "UPDATE users SET is_admin = ?, updated_at = ? WHERE login_id_key = ? OR email_key = ?",
+    )
+    .bind(grant)
+    .bind(now)
+    .bind(&key)
+    .bind(&key)
+    .execute(pool)
+    .await?;
+    if result.rows_affected() == 0 {
+        bail!("no user has the login ID or email '{identifier}'");
+    }
+    let kind = if grant {
+        "admin.role_granted"
+    } else {
+        "admin.role_revoked"
+    };
+    sqlx::query("INSERT INTO audit_events (at, kind, outcome, identifier, detail) VALUES (?, ?, 'success', ?, 'command line')")
+        .bind(now)
+        .bind(kind)
+        .bind(identifier)
+        .execute(pool)
+        .await?;
+    println!(
+        "Admin role {} for {identifier}",
+        if grant { "granted" } else { "revoked" }
+    );
     Ok(())
 }

@@ -33,6 +33,7 @@ pub fn app(state: AppState, sessions: SessionManagerLayer<SqliteStore>) -> Route
         .merge(flow::routes())
         .merge(account::routes())
         .merge(provider::browser_routes())
+        .merge(admin::pages::routes())
         .layer(middleware::from_fn_with_state(state.clone(), csrf::verify))
         .layer(middleware::from_fn_with_state(
             state.clone(),

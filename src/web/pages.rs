@@ -126,3 +126,36 @@ pub struct MessagePage<'a> {
     pub title: &'a str,
     pub message: &'a str,
 }
+
+/// One row of the admin page's user table.
+pub struct AdminUserRow {
+    pub login_id: String,
+    pub email: String,
+    pub name: String,
+    pub cl_auth_enabled: bool,
+}
+
+#[derive(Template)]
+#[template(path = "admin.html")]
+pub struct AdminPage<'a> {
+    pub csrf_token: &'a str,
+    pub users: Vec<AdminUserRow>,
+    /// Alarm name and detail.
+    pub alarms: Vec<(String, String)>,
+}
+
+#[derive(Template)]
+#[template(path = "admin_results.html")]
+pub struct AdminResultsPage<'a> {
+    pub heading: &'a str,
+    pub error: Option<&'a str>,
+    /// User and the outcome as shown.
+    pub results: Vec<(String, String)>,
+}
+
+#[derive(Template)]
+#[template(path = "admin_audit.html")]
+pub struct AdminAuditPage {
+    /// Time, event, outcome, user and detail.
+    pub events: Vec<(String, String, String, String, String)>,
+}

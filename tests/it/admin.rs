@@ -569,3 +569,189 @@ async fn smtp_outage_raises_and_clears_alarm() {
         broker.log()
     );
 }
+
+#[tokio::test]
+async fn admin_pages_need_admin_role() {
+    let broker = Broker::start();
+    broker.add_user("plain", "plain@example.com");
+    let anonymous = WebClient::new(&broker);
+    for path in ["/admin", "/admin/audit", "/admin/reports/users.csv"] {
+        let page = anonymous.get(path).await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER, "{path}");
+        assert!(
+            page.location().starts_with("/login"),
+            "{path}: {}",
+            page.location()
+        );
+    }
+    let (signed_in, _) = password_sign_in(&broker, "plain", PASSWORD).await;
+    for path in ["/admin", "/admin/audit", "/admin/reports/users.csv"] {
+        let page = signed_in.get(path).await;
+        assert_eq!(page.status, StatusCode::FORBIDDEN, "{path}");
+        assert!(page.body.contains("Administrators only"), "{path}");
+    }
+    let form = signed_in.get("/account").await;
+    let refused = signed_in
+        .post(
+            "/admin/cl-auth",
+            &[
+                ("csrf_token", &csrf_token(&form.body)),
+                ("users", "plain"),
+                ("action", "enable"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let users: Value = serde_json::from_str(
+        &api_get(
+            &broker,
+            &admin_token(&broker, "check"),
+            "/admin/api/v1/users",
+        )
+        .await
+        .text()
+        .await
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        users["users"][0]["cl_auth_enabled"], false,
+        "the refused post changed nothing"
+    );
+
+    let granted = broker.cli(&["admin", "role", "grant", "plain"], "");
+    assert!(
+        granted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&granted.stderr)
+    );
+    assert_eq!(signed_in.get("/admin").await.status, StatusCode::OK);
+    let missing = broker.cli(&["admin", "role", "grant", "nobody"], "");
+    assert!(
+        String::from_utf8_lossy(&missing.stderr)
+            .contains("no user has the login ID or email 'nobody'")
+    );
+}
+
+#[tokio::test]
+async fn admin_ui_disables_cl_auth_in_chromium() {
+    use fantoccini::Locator;
+
+    use crate::chromium::{Browser, JavaScript};
+
+    let Some(browser) = Browser::launch(JavaScript::Enabled).await else {
+        return;
+    };
+    let broker = Broker::start();
+    broker.add_user("boss", "boss@example.com");
+    broker.add_user("jdoe", "jdoe@example.com");
+    broker.add_user("asmith", "asmith@example.com");
+    broker.add_user("other", "other@example.com");
+    enable_cl_auth(&broker, &["jdoe", "asmith", "other"]);
+    let granted = broker.cli(&["admin", "role", "grant", "boss"], "");
+    assert!(granted.status.success());
+
+    browser.open(&broker.url("/login?return_to=/admin")).await;
+    browser.type_into("#identifier", "boss").await;
+    browser
+        .click_and_wait(Locator::Css("form button[type=submit]"))
+        .await;
+    browser.type_into("#password", PASSWORD).await;
+    browser
+        .click_and_wait(Locator::Css("form button[type=submit]"))
+        .await;
+    assert_eq!(
+        browser.path().await,
+        "/admin",
+        "{}",
+        browser.describe().await
+    );
+
+    // Rows are sorted by login ID: asmith, boss, jdoe, other.
+    let rows = browser
+        .client
+        .find_all(Locator::Css("tbody tr"))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 4);
+    for (index, login_id) in [(1, "asmith"), (3, "jdoe")] {
+        assert_eq!(
+            browser
+                .text(&format!("tbody tr:nth-child({index}) .login-id"))
+                .await,
+            login_id
+        );
+        browser.click(&format!("#select-{index}")).await;
+    }
+    browser
+        .type_into("#default-password", DEFAULT_PASSWORD)
+        .await;
+    browser
+        .type_into("#default-password-confirmation", DEFAULT_PASSWORD)
+        .await;
+    browser.click_and_wait(Locator::Id("disable-cl-auth")).await;
+
+    assert_eq!(browser.path().await, "/admin/cl-auth");
+    assert_eq!(
+        browser.text("#results tbody tr:nth-child(1) .user").await,
+        "asmith"
+    );
+    assert_eq!(
+        browser
+            .text("#results tbody tr:nth-child(1) .outcome")
+            .await,
+        "Done"
+    );
+    assert_eq!(
+        browser.text("#results tbody tr:nth-child(2) .user").await,
+        "jdoe"
+    );
+    assert_eq!(
+        browser
+            .text("#results tbody tr:nth-child(2) .outcome")
+            .await,
+        "Done"
+    );
+
+    browser.click_and_wait(Locator::Id("back")).await;
+    assert_eq!(browser.text("tbody tr:nth-child(1) .cl-auth").await, "off");
+    assert_eq!(browser.text("tbody tr:nth-child(3) .cl-auth").await, "off");
+    assert_eq!(
+        browser.text("tbody tr:nth-child(4) .cl-auth").await,
+        "on",
+        "the unselected user keeps CL Auth"
+    );
+
+    // Mismatched passwords change nothing and say why.
+    browser.click("#select-4").await;
+    browser
+        .type_into("#default-password", DEFAULT_PASSWORD)
+        .await;
+    browser
+        .type_into(
+            "#default-password-confirmation",
+            "another-password-entirely-77",
+        )
+        .await;
+    browser.click_and_wait(Locator::Id("disable-cl-auth")).await;
+    assert!(browser.text("#bulk-error").await.contains("differ"));
+
+    // The two users got their welcome emails in the outbox folder.
+    let outbox = broker.data_dir().join("data/outbox");
+    let welcome: Vec<String> = std::fs::read_dir(&outbox)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|entry| std::fs::read_to_string(entry.path()).ok())
+        .filter(|raw| raw.contains("Subject: Your new sign-in password"))
+        .collect();
+    assert_eq!(welcome.len(), 2);
+    for login in ["jdoe@example.com", "asmith@example.com"] {
+        assert!(
+            welcome
+                .iter()
+                .any(|raw| raw.contains(&format!("To: {login}"))),
+            "{login}"
+        );
+    }
+    browser.close().await;
+}
