@@ -8,6 +8,7 @@ use url::Url;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::connector::PasswordAuthenticator;
+use crate::connector::ldap::LdapConnector;
 use crate::connector::local::{LocalPassword, PasswordKind};
 use crate::connector::oidc::OidcConnector;
 use crate::connector::saml::SamlBroker;
@@ -27,6 +28,8 @@ pub struct AppState {
     pub failures: Arc<dyn FailureStore>,
     pub audit: Arc<dyn AuditLog>,
     pub passwords: PasswordHasher,
+    /// Checks the password of users without CL Auth: the `[ldap]` directory
+    /// when one is configured, else the broker's own password hashes.
     pub local_password: Arc<dyn PasswordAuthenticator>,
     pub mitel_password: Arc<dyn PasswordAuthenticator>,
     pub saml: Arc<SamlBroker>,
@@ -51,6 +54,10 @@ impl AppState {
             None => None,
         };
         let provider = Provider::new(&config.oauth2, &public_url, provider_store)?;
+        let local_password: Arc<dyn PasswordAuthenticator> = match &config.ldap {
+            Some(settings) => Arc::new(LdapConnector::new(settings.clone())?),
+            None => Arc::new(LocalPassword::new(passwords.clone(), PasswordKind::Local)),
+        };
         Ok(Self {
             provider: Arc::new(provider),
             public_url,
@@ -60,7 +67,7 @@ impl AppState {
             audit: directory,
             saml: Arc::new(saml),
             oidc,
-            local_password: Arc::new(LocalPassword::new(passwords.clone(), PasswordKind::Local)),
+            local_password,
             mitel_password: Arc::new(LocalPassword::new(
                 passwords.clone(),
                 PasswordKind::MitelCredentials,

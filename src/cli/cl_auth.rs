@@ -4,6 +4,7 @@ use anyhow::bail;
 use clap::Subcommand;
 
 use super::user::{UserContext, find, read_new_password};
+use crate::config::Config;
 use crate::directory::{AuditEvent, AuditLog, UserStore};
 
 #[derive(Debug, Subcommand)]
@@ -21,11 +22,22 @@ pub enum ClAuthCommand {
     },
 }
 
-pub async fn run(context: &UserContext, command: ClAuthCommand) -> anyhow::Result<()> {
+pub async fn run(
+    config: &Config,
+    context: &UserContext,
+    command: ClAuthCommand,
+) -> anyhow::Result<()> {
     let (users, enable) = match &command {
         ClAuthCommand::Enable { users } => (users, true),
         ClAuthCommand::Disable { users } => (users, false),
     };
+    if enable && config.ldap.is_some() {
+        bail!(
+            "Failed to enable CloudLink Authentication. [ldap] in the config file makes the on-premises \
+             directory the source of authentication, and only one source of authentication may be active, \
+             so remove [ldap] first"
+        );
+    }
     // Every user is looked up first, so a typo changes no user.
     let mut found = Vec::new();
     for identifier in users {

@@ -4,6 +4,7 @@
 //! status, and changes nothing when it fails.
 
 mod cl_auth;
+mod ldap;
 mod oauth2;
 mod oidc;
 mod saml;
@@ -57,6 +58,11 @@ pub enum Command {
         #[command(subcommand)]
         command: saml::SamlCommand,
     },
+    /// Test the on-premises LDAP directory that checks passwords.
+    Ldap {
+        #[command(subcommand)]
+        command: ldap::LdapCommand,
+    },
 }
 
 /// Runs the parsed command line.
@@ -70,10 +76,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User { command } => user::run(&config, command).await,
         Command::ClAuth { command } => {
             let context = user::UserContext::open(&config).await?;
-            cl_auth::run(&context, command).await
+            cl_auth::run(&config, &context, command).await
         }
         Command::Saml { command } => saml::run(&config, command).await,
         Command::Oidc { command } => oidc::run(&config, command),
         Command::OAuth2 { command } => oauth2::run(&config, command).await,
+        Command::Ldap { command } => ldap::run(&config, command).await,
     }
 }
