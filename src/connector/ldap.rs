@@ -416,8 +416,10 @@ impl LdapConnector {
         let result = self
             .bind_search_bind(&mut ldap, value, password, decoy)
             .await;
-        // The server may already have closed the connection; nothing depends on the unbind.
-        let _ = ldap.unbind().await;
+        // Nothing depends on the unbind, and the server may already have
+        // closed the connection, so its outcome is ignored.
+        let timeout = Duration::from_secs(u64::from(self.settings.timeout_seconds));
+        let _ = tokio::time::timeout(timeout, ldap.unbind()).await;
         result
     }
 
@@ -619,11 +621,6 @@ impl LdapConnector {
                 "LDAP sign-ins work again: the directory accepts the service account and the search"
             );
         }
-    }
-
-    /// Returns whether the alarm for an unreachable directory is raised.
-    pub fn connect_failure(&self) -> bool {
-        self.unreachable.load(Ordering::SeqCst)
     }
 }
 

@@ -663,6 +663,45 @@ fn ldap_test_names_failed_step() {
     );
 }
 
+#[tokio::test]
+async fn silent_directory_times_out() {
+    // The kernel completes TCP handshakes for a listener that never
+    // accepts, so the broker connects and then waits for a response.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    let port = silent.local_addr().expect("listener address").port();
+    let mut broker = Broker::prepare(Options::default());
+    let password_file = broker.data_dir().join("ldap-bind-password");
+    std::fs::write(&password_file, "service-password\n").unwrap();
+    broker.append_config(&format!(
+        "[ldap]\nurl = \"ldap://127.0.0.1:{port}\"\nbind_dn = \"{}\"\nbind_password_file = \"{}\"\n\
+         base_dn = \"{}\"\ntimeout_seconds = 1\n",
+        slapd::SERVICE_DN,
+        password_file.display(),
+        slapd::BASE_DN,
+    ));
+    broker.add_user("jane", "jane@example.com");
+
+    let output = broker.cli(&["ldap", "test", "jane"], "any-password\n");
+    assert_fails_with(
+        &output,
+        "failed at the service bind step: the directory did not respond to the service bind",
+    );
+
+    broker.serve();
+    let client = WebClient::new(&broker);
+    let page = client.sign_in("jane", "any-password").await;
+    assert_eq!(
+        page.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains(DIRECTORY_UNAVAILABLE), "{}", page.body);
+    let log = broker.log();
+    assert_eq!(log.matches("alarm raised").count(), 1, "{log}");
+    drop(silent);
+}
+
 #[test]
 fn ldap_test_without_ldap_table_fails() {
     let broker = Broker::prepare(Options::default());
