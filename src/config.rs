@@ -32,6 +32,9 @@ pub struct Config {
     pub saml: SamlConfig,
     /// OpenID Connect IdP for CL Auth, as an alternative to a SAML IdP.
     pub oidc: Option<crate::connector::oidc::OidcSettings>,
+    /// On-premises Active Directory or LDAP directory that checks the
+    /// passwords of users without CL Auth, in place of local passwords.
+    pub ldap: Option<crate::connector::ldap::LdapSettings>,
     /// Lifetimes and registered clients of the OAuth 2.0 / OpenID Connect provider.
     pub oauth2: crate::provider::clients::OAuth2Config,
     /// Sender, SMTP server or outbox folder for the emails the broker sends.
@@ -160,6 +163,7 @@ impl Default for Config {
             password: PasswordConfig::default(),
             saml: SamlConfig::default(),
             oidc: None,
+            ldap: None,
             oauth2: crate::provider::clients::OAuth2Config::default(),
             email: crate::email::EmailConfig::default(),
             health: HealthConfig::default(),
@@ -272,6 +276,22 @@ impl Config {
             if self.saml.idp.is_some() {
                 bail!(
                     "both [oidc] and [saml.idp] are set: CL Auth uses one identity provider, so remove one"
+                );
+            }
+        }
+        if let Some(ldap) = &self.ldap {
+            ldap.validate().context("invalid [ldap] settings")?;
+            let idp_table = if self.oidc.is_some() {
+                Some("[oidc]")
+            } else if self.saml.idp.is_some() {
+                Some("[saml.idp]")
+            } else {
+                None
+            };
+            if let Some(table) = idp_table {
+                bail!(
+                    "both [ldap] and {table} are set, but only one source of authentication may be active: \
+                     remove [ldap] to keep CloudLink authentication, or {table} to use the on-premises directory"
                 );
             }
         }
@@ -395,6 +415,26 @@ mod tests {
             .map(|client| client.id.as_str())
             .collect();
         assert_eq!(ids, ["uc-web", "uc-native", "uc-meetings"]);
+    }
+
+    #[test]
+    fn ldap_next_to_idp_table_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let ldap = "[ldap]\nurl = \"ldaps://dc1.example.com\"\nbind_dn = \"cn=broker,dc=example,dc=com\"\n\
+                    bind_password = \"service-password\"\nbase_dn = \"dc=example,dc=com\"\n";
+        std::fs::write(&path, ldap).unwrap();
+        Config::load(Some(&path)).unwrap();
+
+        let oidc = "[oidc]\nname = \"Contoso\"\nissuer = \"https://idp.example/\"\nclient_id = \"broker\"\n";
+        std::fs::write(&path, format!("{ldap}{oidc}")).unwrap();
+        let err = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(
+            err.contains("only one source of authentication may be active"),
+            "{err}"
+        );
+        assert!(err.contains("remove [ldap]"), "{err}");
+        assert!(err.contains("or [oidc]"), "{err}");
     }
 
     #[test]

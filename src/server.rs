@@ -8,16 +8,40 @@ use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
 
 use crate::config::Config;
+use crate::connector::saml::settings::IdpSettings;
+use crate::directory::SamlStore;
+use crate::directory::sqlite::SqliteDirectory;
 use crate::state::AppState;
 use crate::{db, session, web};
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let pool = db::connect_sqlite(&config.database_url).await?;
+    if config.ldap.is_some() {
+        reject_saved_saml_idp(&pool).await?;
+    }
     let (sessions, session_store) = session::layer(pool.clone(), &config).await?;
     let state = AppState::new(config.clone(), pool)?;
-    let user_count = state.users.list().await?.len();
+    let users = state.users.list().await?;
+    let user_count = users.len();
     // Fails start-up on invalid IdP settings, such as no signing certificate.
     let saml_idp = state.saml.active_idp().await?;
+    if let Some(ldap) = &config.ldap {
+        tracing::info!(
+            url = %ldap.url,
+            base_dn = ldap.base_dn,
+            user_attribute = ldap.user_attribute,
+            match_on = ?ldap.match_on,
+            "the LDAP directory checks the passwords of users without CL Auth"
+        );
+        let cl_auth_users = users.iter().filter(|user| user.cl_auth_enabled).count();
+        if cl_auth_users > 0 {
+            tracing::warn!(
+                cl_auth_users,
+                "users with CL Auth enabled keep signing in with Mitel credentials, not the LDAP directory; \
+                 `unified-login cl-auth disable` moves them to the directory"
+            );
+        }
+    }
     if let (Some(oidc), Some(saml)) = (&state.oidc, &saml_idp) {
         anyhow::bail!(
             "both an OpenID Connect IdP ({}) and a SAML IdP ({}, from the {}) are configured: \
@@ -116,6 +140,27 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("unified-login stopped");
     Ok(())
+}
+
+/// Fails when SAML IdP settings saved by `saml set` would be a second
+/// source of authentication next to `[ldap]`. It runs before the state is
+/// built, so a failed start creates no SP key and writes no log line. The
+/// config check has already rejected a `[saml.idp]` table next to `[ldap]`.
+async fn reject_saved_saml_idp(pool: &sqlx::SqlitePool) -> anyhow::Result<()> {
+    let Some(json) = SqliteDirectory::new(pool.clone())
+        .load_idp_settings()
+        .await?
+    else {
+        return Ok(());
+    };
+    let entity_id = serde_json::from_str::<IdpSettings>(&json)
+        .map(|settings| settings.entity_id)
+        .unwrap_or_else(|_| "unreadable settings".to_owned());
+    anyhow::bail!(
+        "[ldap] is set and a SAML IdP ({entity_id}) is saved in the database, but only one source of \
+         authentication may be active: remove [ldap] to keep CloudLink authentication, or run \
+         `unified-login saml remove` to use the on-premises directory"
+    )
 }
 
 /// Re-fetches IdP metadata on schedule and drops expired SAML records.

@@ -10,6 +10,7 @@ use crate::alarms::AlarmBoard;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::connector::PasswordAuthenticator;
+use crate::connector::ldap::LdapConnector;
 use crate::connector::local::{LocalPassword, PasswordKind};
 use crate::connector::oidc::OidcConnector;
 use crate::connector::saml::SamlBroker;
@@ -34,6 +35,8 @@ pub struct AppState {
     pub failures: Arc<dyn FailureStore>,
     pub audit: Arc<dyn AuditLog>,
     pub passwords: PasswordHasher,
+    /// Checks the password of users without CL Auth: the `[ldap]` directory
+    /// when one is configured, else the broker's own password hashes.
     pub local_password: Arc<dyn PasswordAuthenticator>,
     pub mitel_password: Arc<dyn PasswordAuthenticator>,
     pub saml: Arc<SamlBroker>,
@@ -66,6 +69,12 @@ impl AppState {
             None => None,
         };
         let provider = Provider::new(&config.oauth2, &public_url, provider_store)?;
+        let local_password: Arc<dyn PasswordAuthenticator> = match &config.ldap {
+            Some(settings) => {
+                Arc::new(LdapConnector::new(settings.clone())?.with_alarms(alarms.clone()))
+            }
+            None => Arc::new(LocalPassword::new(passwords.clone(), PasswordKind::Local)),
+        };
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let mailer = Arc::new(Mailer::new(&config.email, pool.clone(), clock.clone())?);
         let admin = AdminService::new(
@@ -90,7 +99,7 @@ impl AppState {
             saml: Arc::new(saml),
             oidc,
             scim,
-            local_password: Arc::new(LocalPassword::new(passwords.clone(), PasswordKind::Local)),
+            local_password,
             mitel_password: Arc::new(LocalPassword::new(
                 passwords.clone(),
                 PasswordKind::MitelCredentials,

@@ -219,6 +219,7 @@ pub(crate) async fn cl_auth_context(state: &AppState) -> Result<ClAuthContext, A
     Ok(ClAuthContext {
         idp_configured: idp.is_some(),
         mitel_credentials: idp.as_ref().is_none_or(|idp| idp.mitel_credentials()),
+        ldap_active: state.config.ldap.is_some(),
     })
 }
 

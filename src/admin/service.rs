@@ -80,6 +80,9 @@ pub struct ClAuthContext {
     /// CL Auth users get a separate Mitel-credentials password, because the
     /// IdP offers it or no IdP is configured.
     pub mitel_credentials: bool,
+    /// An on-premises LDAP directory is the source of authentication, and
+    /// only one source may be active, so CL Auth cannot be turned on.
+    pub ldap_active: bool,
 }
 
 pub struct AdminService {
@@ -167,7 +170,13 @@ impl AdminService {
         }
         let mut outcomes = unknown_outcomes(&unknown, ENABLE_FAILED);
         for user in users {
-            let outcome = if user.cl_auth_enabled {
+            let outcome = if context.ldap_active {
+                failed(
+                    &user,
+                    ENABLE_FAILED,
+                    "The on-premises LDAP directory is the source of authentication, and only one source of authentication may be active; remove [ldap] from the config file first.",
+                )
+            } else if user.cl_auth_enabled {
                 unchanged(&user)
             } else if !context.idp_configured && !context.mitel_credentials {
                 failed(

@@ -148,6 +148,7 @@ pub async fn cl_auth_context(
         return Ok(ClAuthContext {
             idp_configured: true,
             mitel_credentials: oidc.mitel_credentials,
+            ldap_active: config.ldap.is_some(),
         });
     }
     let saml = match &config.saml.idp {
@@ -164,10 +165,12 @@ pub async fn cl_auth_context(
         Some(settings) => ClAuthContext {
             idp_configured: true,
             mitel_credentials: settings.mitel_credentials,
+            ldap_active: config.ldap.is_some(),
         },
         None => ClAuthContext {
             idp_configured: false,
             mitel_credentials: true,
+            ldap_active: config.ldap.is_some(),
         },
     })
 }

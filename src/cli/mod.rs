@@ -5,6 +5,7 @@
 
 mod admin;
 mod cl_auth;
+mod ldap;
 mod oauth2;
 mod oidc;
 mod saml;
@@ -74,6 +75,11 @@ pub enum Command {
         #[command(subcommand)]
         command: scim::ScimCommand,
     },
+    /// Test the on-premises LDAP directory that checks passwords.
+    Ldap {
+        #[command(subcommand)]
+        command: ldap::LdapCommand,
+    },
 }
 
 /// Runs the parsed command line.
@@ -92,5 +98,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Oidc { command } => oidc::run(&config, command),
         Command::OAuth2 { command } => oauth2::run(&config, command).await,
         Command::Scim { command } => scim::run(&config, command).await,
+        Command::Ldap { command } => ldap::run(&config, command).await,
     }
 }

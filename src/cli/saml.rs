@@ -34,6 +34,9 @@ pub enum SamlCommand {
         #[arg(long)]
         metadata_url: Option<Url>,
     },
+    /// Delete the IdP settings saved by `saml set` or `saml import-metadata`,
+    /// which turns SAML single sign-on off.
+    Remove,
 }
 
 #[derive(Debug, Args)]
@@ -83,6 +86,7 @@ pub async fn run(config: &Config, command: SamlCommand) -> anyhow::Result<()> {
     match command {
         SamlCommand::Show => show(config, directory).await,
         SamlCommand::Set(args) => {
+            reject_while_ldap(config)?;
             if config.saml.idp.is_some() {
                 bail!(
                     "the IdP settings come from the [saml.idp] table of the config file; edit it there"
@@ -97,6 +101,7 @@ pub async fn run(config: &Config, command: SamlCommand) -> anyhow::Result<()> {
             name,
             metadata_url,
         } => {
+            reject_while_ldap(config)?;
             if config.saml.idp.is_some() {
                 bail!(
                     "the IdP settings come from the [saml.idp] table of the config file; edit it there"
@@ -117,7 +122,41 @@ pub async fn run(config: &Config, command: SamlCommand) -> anyhow::Result<()> {
             }
             save(&directory, &settings, now).await
         }
+        SamlCommand::Remove => remove(config, &directory, now).await,
     }
+}
+
+/// Fails while `[ldap]` is configured: the directory is then the one source
+/// of authentication, and a SAML IdP would be a second one.
+fn reject_while_ldap(config: &Config) -> anyhow::Result<()> {
+    if config.ldap.is_some() {
+        bail!(
+            "the IdP settings were not saved: [ldap] in the config file makes the on-premises directory the \
+             source of authentication, and only one source of authentication may be active, so remove [ldap] \
+             first to use CloudLink authentication"
+        );
+    }
+    Ok(())
+}
+
+async fn remove(config: &Config, directory: &SqliteDirectory, now: i64) -> anyhow::Result<()> {
+    if config.saml.idp.is_some() {
+        bail!(
+            "the IdP settings come from the [saml.idp] table of the config file; remove the table there"
+        );
+    }
+    if !directory.delete_idp_settings().await? {
+        bail!("no IdP settings are saved, so there is nothing to remove");
+    }
+    let event = AuditEvent {
+        kind: "saml.settings",
+        outcome: "success",
+        detail: Some("IdP settings removed, command line".to_owned()),
+        ..AuditEvent::default()
+    };
+    directory.append(event, now).await?;
+    println!("Removed the saved IdP settings; SAML single sign-on is off.");
+    Ok(())
 }
 
 async fn stored(store: &dyn SamlStore) -> anyhow::Result<Option<IdpSettings>> {

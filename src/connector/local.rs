@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use secrecy::SecretString;
 
-use super::PasswordAuthenticator;
+use super::{CheckUnavailable, PasswordAuthenticator};
 use crate::credentials::password::PasswordHasher;
 use crate::directory::User;
 
@@ -36,12 +36,16 @@ impl PasswordAuthenticator for LocalPassword {
         }
     }
 
-    async fn authenticate(&self, user: Option<&User>, password: SecretString) -> bool {
+    async fn authenticate(
+        &self,
+        user: Option<&User>,
+        password: SecretString,
+    ) -> Result<bool, CheckUnavailable> {
         let stored_hash = user.and_then(|user| match self.kind {
             PasswordKind::Local => user.password_hash.clone(),
             PasswordKind::MitelCredentials if user.cl_auth_enabled => user.cl_password_hash.clone(),
             PasswordKind::MitelCredentials => None,
         });
-        self.hasher.verify(password, stored_hash).await
+        Ok(self.hasher.verify(password, stored_hash).await)
     }
 }

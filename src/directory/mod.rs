@@ -179,6 +179,8 @@ pub struct PendingSamlRequest {
 pub trait SamlStore: Send + Sync {
     async fn load_idp_settings(&self) -> Result<Option<String>, DirectoryError>;
     async fn save_idp_settings(&self, settings_json: &str, now: i64) -> Result<(), DirectoryError>;
+    /// Deletes the saved IdP settings. Returns false when none were saved.
+    async fn delete_idp_settings(&self) -> Result<bool, DirectoryError>;
     async fn create_request(
         &self,
         id: &str,

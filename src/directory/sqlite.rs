@@ -411,6 +411,13 @@ impl SamlStore for SqliteDirectory {
         Ok(())
     }
 
+    async fn delete_idp_settings(&self) -> Result<bool, DirectoryError> {
+        let deleted = sqlx::query("DELETE FROM saml_idp_settings WHERE id = 1")
+            .execute(&self.pool)
+            .await?;
+        Ok(deleted.rows_affected() > 0)
+    }
+
     async fn create_request(
         &self,
         id: &str,

@@ -10,6 +10,8 @@ use tower_sessions::Session;
 use super::attempts::{lock_message, record_failure};
 use super::finish::complete_sign_in;
 use super::state::{LoginFlow, Step};
+use crate::connector::CheckUnavailable;
+use crate::directory::AuditEvent;
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::web::csrf;
@@ -22,6 +24,9 @@ const WRONG_CREDENTIALS: &str =
 const SINGLE_SIGN_ON_ONLY: &str =
     "This account signs in through single sign-on. Start again from the sign-in page.";
 const ACCOUNT_DISABLED: &str = "This account is disabled. Ask your administrator to enable it.";
+/// Shown when the LDAP directory that checks passwords does not respond.
+const DIRECTORY_UNAVAILABLE: &str =
+    "The sign-in service cannot reach the company directory right now. Try again in a few minutes.";
 
 /// Steps that show the password form: the local password, and the Mitel
 /// credentials of CL Auth users.
@@ -72,9 +77,32 @@ pub async fn submit(
     } else {
         &state.local_password
     };
-    let verified = authenticator
+    let verified = match authenticator
         .authenticate(user.as_ref(), form.password)
-        .await;
+        .await
+    {
+        Ok(verified) => verified,
+        Err(CheckUnavailable) => {
+            // Not counted towards the lockout: the password was never checked.
+            state
+                .record(AuditEvent {
+                    kind: "login.password",
+                    outcome: "error",
+                    user_id: flow.user_id.clone(),
+                    identifier: Some(flow.identifier.clone()),
+                    client_ip,
+                    detail: Some(format!("{} unavailable", authenticator.id())),
+                })
+                .await;
+            return page(
+                &session,
+                &flow,
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some(DIRECTORY_UNAVAILABLE),
+            )
+            .await;
+        }
+    };
     let user = match user {
         Some(user) if verified => user,
         other => {

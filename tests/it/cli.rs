@@ -60,7 +60,7 @@ fn stderr(output: &Output) -> String {
 }
 
 /// Asserts that the command failed with exactly one line containing `expected`.
-fn assert_fails_with(output: &Output, expected: &str) {
+pub(crate) fn assert_fails_with(output: &Output, expected: &str) {
     let message = stderr(output);
     assert!(
         !output.status.success(),

@@ -8,6 +8,7 @@ mod chromium;
 mod cli;
 mod harness;
 mod http_login;
+mod ldap;
 mod oidc_browser;
 mod oidc_flow;
 mod peers;

@@ -1018,7 +1018,7 @@ fn saml_set_names_missing_flags() {
 
 /// Runs `unified-login serve` with `config` in `dir` and returns its output
 /// once it exits. Panics when it still runs after `SERVE_EXIT_TIMEOUT`.
-fn serve_until_exit(config: &Path, dir: &Path) -> Output {
+pub(crate) fn serve_until_exit(config: &Path, dir: &Path) -> Output {
     let mut child = Command::new(BINARY)
         .arg("--config")
         .arg(config)

@@ -252,7 +252,7 @@ impl SamlBroker {
     pub async fn probe_metadata(&self) -> Option<anyhow::Result<()>> {
         let idp = match self.active_idp().await {
             Ok(idp) => idp?,
-            Err(error) => return Some(Err(error.into())),
+            Err(error) => return Some(Err(error)),
         };
         let url = idp.settings.metadata_url.clone()?;
         let result = self

@@ -6,6 +6,7 @@ pub mod openid_client;
 mod process;
 pub mod pysaml2;
 pub mod simplesamlphp;
+pub mod slapd;
 pub mod smtp;
 
 use std::fs;
