@@ -110,7 +110,7 @@ impl EmailConfig {
 
 /// An email to queue.
 pub struct NewEmail<'a> {
-    /// What the email is for, such as `welcome` or `account_setup`.
+    /// The purpose of the email, such as `welcome` or `account_setup`.
     pub kind: &'static str,
     pub user_id: Option<&'a str>,
     pub recipient: &'a str,
@@ -319,7 +319,7 @@ impl Mailer {
         let transport = self.smtp.as_ref()?;
         Some(match transport.test_connection().await {
             Ok(true) => Ok(()),
-            Ok(false) => Err(anyhow::anyhow!("the server did not answer NOOP")),
+            Ok(false) => Err(anyhow::anyhow!("the server did not respond to NOOP")),
             Err(error) => Err(error.into()),
         })
     }

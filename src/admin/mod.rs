@@ -2,7 +2,7 @@
 //! behind it, which the command line shares.
 //!
 //! Every API request needs an admin bearer token (`unified-login admin token
-//! create`); without a valid one the answer is 401 and nothing runs.
+//! create`); without a valid one the response is 401 and nothing runs.
 
 pub mod pages;
 pub mod service;
@@ -71,7 +71,7 @@ pub fn api_routes() -> Router<AppState> {
         .route("/admin/api/v1/alarms", get(alarms))
 }
 
-/// An error of the admin API, as JSON with a message that says what to fix.
+/// An error of the admin API: JSON with a message that tells what to fix.
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
@@ -311,8 +311,12 @@ async fn user_report(
     State(state): State<AppState>,
     _admin: AdminPrincipal,
 ) -> Result<Response, ApiError> {
-    let csv = state.admin.user_report_csv().await?;
-    Ok((
+    Ok(csv_download(state.admin.user_report_csv().await?))
+}
+
+/// Returns the user summary report as a file download.
+pub(crate) fn csv_download(csv: String) -> Response {
+    (
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
             (
@@ -322,7 +326,7 @@ async fn user_report(
         ],
         csv,
     )
-        .into_response())
+        .into_response()
 }
 
 async fn audit_log(

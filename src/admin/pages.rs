@@ -8,8 +8,8 @@
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{FromRequestParts, State};
+use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use secrecy::SecretString;
@@ -89,9 +89,9 @@ async fn overview(
     render(StatusCode::OK, &page)
 }
 
-/// The bulk form. Its checkboxes repeat the `users` field, which the typed
-/// form extractor cannot read, so the body is parsed here; the CSRF layer has
-/// already checked the token.
+/// Handles the bulk form. Its checkboxes repeat the `users` field, which the
+/// typed form extractor cannot read, so the body is parsed here. The CSRF
+/// layer has already checked the token.
 async fn bulk_cl_auth(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
@@ -194,18 +194,7 @@ async fn user_report(
     State(state): State<AppState>,
     _admin: AdminUser,
 ) -> Result<Response, AppError> {
-    let csv = state.admin.user_report_csv().await?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-            (
-                header::CONTENT_DISPOSITION,
-                "attachment; filename=\"user-summary.csv\"",
-            ),
-        ],
-        csv,
-    )
-        .into_response())
+    Ok(super::csv_download(state.admin.user_report_csv().await?))
 }
 
 async fn audit(State(state): State<AppState>, _admin: AdminUser) -> Result<Response, AppError> {

@@ -28,7 +28,7 @@ pub const SETUP_EMAIL_FAILED: &str = "Failed to send CloudLink Account setup Ema
 /// How long an account-setup link works.
 pub const SETUP_LINK_HOURS: i64 = 72;
 
-/// Which users a bulk change applies to.
+/// The users a bulk change applies to.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Selection {
@@ -59,7 +59,7 @@ pub enum Outcome {
     Failed,
 }
 
-/// Why a whole bulk request was rejected before any user was touched.
+/// The reason a whole bulk request was rejected before any user was touched.
 #[derive(Debug, thiserror::Error)]
 pub enum BulkError {
     #[error("the default password and its confirmation differ; enter the same password twice")]

@@ -21,9 +21,9 @@ pub enum ClAuthCommand {
     /// Turn CL Auth on for the selected users. When Mitel credentials apply,
     /// each user gets an account-setup email.
     Enable(Selected),
-    /// Turn CL Auth off; the default password, read twice like `user add`
-    /// reads a password, becomes each user's temporary local password, and
-    /// each user gets a welcome email with it.
+    /// Turn CL Auth off. The default password, read twice as `user add` reads
+    /// a password, becomes each user's temporary local password, and each
+    /// user gets a welcome email with it.
     Disable(Selected),
     /// Send a new CloudLink account-setup email; earlier links stop working.
     SetupEmail {

@@ -3,7 +3,7 @@
 //! A temporary password (set when CL Auth is turned off, or by an
 //! administrator) works once. The password step spends it as soon as it is
 //! verified, so it cannot be used again even if the user leaves this page
-//! without choosing a new password; an administrator then sets a new one.
+//! without choosing a new password. An administrator then sets a new one.
 
 use axum::extract::State;
 use axum::http::StatusCode;

@@ -722,7 +722,7 @@ async fn admin_ui_disables_cl_auth_in_chromium() {
         "the unselected user keeps CL Auth"
     );
 
-    // Mismatched passwords change nothing and say why.
+    // Mismatched passwords change nothing, and the page shows the reason.
     browser.click("#select-4").await;
     browser
         .type_into("#default-password", DEFAULT_PASSWORD)

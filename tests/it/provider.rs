@@ -174,6 +174,19 @@ async fn exchange_native(broker: &Broker, code: &str) -> (StatusCode, Value) {
     .await
 }
 
+async fn exchange_web(broker: &Broker, code: &str) -> (StatusCode, Value) {
+    token_request(
+        broker,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", WEB_REDIRECT),
+        ],
+        Some(("uc-web", WEB_SECRET)),
+    )
+    .await
+}
+
 async fn userinfo(broker: &Broker, access_token: &str) -> reqwest::Response {
     back_channel()
         .get(broker.url("/oauth2/userinfo"))
@@ -1001,16 +1014,7 @@ async fn old_id_token_hint_needs_confirmation() {
         .await;
     let answered = sign_in_from(&browser, &started).await;
     let code = param(answered.location(), "code").unwrap();
-    let (_, tokens) = token_request(
-        &broker,
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", WEB_REDIRECT),
-        ],
-        Some(("uc-web", WEB_SECRET)),
-    )
-    .await;
+    let (_, tokens) = exchange_web(&broker, &code).await;
     let old_hint = tokens["id_token"].as_str().unwrap().to_owned();
     let logout = format!("/oauth2/logout?id_token_hint={old_hint}");
     assert!(
@@ -1038,16 +1042,7 @@ async fn old_id_token_hint_needs_confirmation() {
         .get(&authorize_path("uc-web", WEB_REDIRECT, &[]))
         .await;
     let code = param(started.location(), "code").unwrap();
-    let (_, current) = token_request(
-        &broker,
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", WEB_REDIRECT),
-        ],
-        Some(("uc-web", WEB_SECRET)),
-    )
-    .await;
+    let (_, current) = exchange_web(&broker, &code).await;
     let hint = current["id_token"].as_str().unwrap();
     cookieless
         .get(&format!("/oauth2/logout?id_token_hint={hint}"))

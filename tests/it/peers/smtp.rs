@@ -35,7 +35,7 @@ impl ReceivedEmail {
             .map(|line| line[prefix.len()..].trim())
     }
 
-    /// The body with quoted-printable soft line breaks and `=3D` undone,
+    /// Returns the body with quoted-printable soft line breaks and `=3D` undone,
     /// which is all the broker's plain-text emails use.
     pub fn body(&self) -> String {
         let body = self
@@ -144,7 +144,7 @@ impl SmtpServer {
         self.dir.path()
     }
 
-    /// Waits until the server holds `count` messages and returns them all.
+    /// Waits until the server has stored `count` messages and returns them all.
     pub fn wait_for(&self, count: usize) -> Vec<ReceivedEmail> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
