@@ -4,6 +4,7 @@
 //! Every API request needs an admin bearer token (`unified-login admin token
 //! create`); without a valid one the response is 401 and nothing runs.
 
+mod detained;
 pub mod pages;
 pub mod service;
 pub mod tokens;
@@ -69,6 +70,17 @@ pub fn api_routes() -> Router<AppState> {
         .route("/admin/api/v1/audit", get(audit_log))
         .route("/admin/api/v1/emails", get(emails))
         .route("/admin/api/v1/alarms", get(alarms))
+        .route("/admin/api/v1/scim/detained", get(detained::list))
+        .route(
+            "/admin/api/v1/scim/detained/{id}",
+            get(detained::show)
+                .put(detained::modify)
+                .delete(detained::cancel),
+        )
+        .route(
+            "/admin/api/v1/scim/detained/{id}/apply",
+            post(detained::apply),
+        )
 }
 
 /// An error of the admin API: JSON with a message that tells what to fix.
@@ -79,7 +91,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self {
             status,
             message: message.into(),
@@ -90,7 +102,7 @@ impl ApiError {
         Self::new(StatusCode::UNAUTHORIZED, message)
     }
 
-    fn bad_request(message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
 

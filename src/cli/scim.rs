@@ -16,7 +16,6 @@ use crate::scim::PATCH_OP_SCHEMA;
 use crate::scim::auth::{generate_token, token_digest};
 use crate::scim::error::ScimError;
 use crate::scim::patch::{self, PatchOperation};
-use crate::scim::resources::parse_user;
 use crate::scim::service::{self, Outcome};
 use crate::scim::sqlite::SqliteScimStore;
 use crate::scim::store::{DetainedEntry, Operation, ScimStore};
@@ -276,7 +275,7 @@ async fn modify(
                 .with_context(|| format!("cannot read {}", path.display()))?;
             let payload: Value = serde_json::from_str(&text)
                 .with_context(|| format!("{} is not valid JSON", path.display()))?;
-            check_payload(entry.operation, &payload)?;
+            service::check_detained_payload(entry.operation, &payload)?;
             payload
         }
         None if assignments.is_empty() => bail!("give --set PATH=VALUE or --payload FILE"),
@@ -289,15 +288,6 @@ async fn modify(
         "Modified detained change {id}. Apply it with `unified-login scim detained apply {id}`."
     );
     Ok(())
-}
-
-/// Checks that an edited payload has the shape that the entry's operation reads.
-fn check_payload(operation: Operation, payload: &Value) -> anyhow::Result<()> {
-    let result = match operation {
-        Operation::Patch => patch::parse_request(payload).map(|_| ()),
-        _ => parse_user(payload, true).map(|_| ()),
-    };
-    result.map_err(|error| anyhow::anyhow!("invalid payload: {error}"))
 }
 
 /// Applies `PATH=VALUE` assignments: to the resource of a create or
@@ -329,7 +319,7 @@ fn modified_payload(entry: &DetainedEntry, assignments: &[String]) -> anyhow::Re
         let parsed: Vec<PatchOperation> = patch::parse_request(&request).map_err(scim_error)?;
         patch::apply(&mut payload, &parsed).map_err(scim_error)?;
     }
-    check_payload(entry.operation, &payload)?;
+    service::check_detained_payload(entry.operation, &payload)?;
     Ok(payload)
 }
 

@@ -605,3 +605,16 @@ pub async fn note_request(store: &dyn ScimStore, now: i64) -> Result<Settings, S
     store.save_settings(settings, now).await?;
     Ok(settings)
 }
+
+/// Checks that an edited payload of a detained change has the shape that
+/// the change's operation reads.
+pub fn check_detained_payload(
+    operation: Operation,
+    payload: &serde_json::Value,
+) -> anyhow::Result<()> {
+    let result = match operation {
+        Operation::Patch => crate::scim::patch::parse_request(payload).map(|_| ()),
+        _ => crate::scim::resources::parse_user(payload, true).map(|_| ()),
+    };
+    result.map_err(|error| anyhow::anyhow!("invalid payload: {error}"))
+}

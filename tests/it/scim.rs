@@ -1366,3 +1366,118 @@ async fn scim2_tester_finds_only_known_failures() {
     assert_eq!(failures, allowed, "scim2-tester findings changed");
     assert!(passed >= 40, "only {passed} checks passed:\n{stdout}");
 }
+
+#[tokio::test]
+async fn detained_queue_through_admin_api() {
+    let scim = Scim::start();
+    let output = scim.broker.cli(&["admin", "token", "create", "ops"], "");
+    assert!(output.status.success());
+    let admin = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let api = |path: &str| {
+        scim.broker
+            .url(&format!("/admin/api/v1/scim/detained{path}"))
+    };
+
+    let mut nameless = entra_user("nia@contoso.example", "nia@contoso.example");
+    nameless["name"] = json!({"givenName": "Nia"});
+    let reserved = scim.post(&nameless).await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut other = entra_user("omar@contoso.example", "omar@contoso.example");
+    other["name"] = json!({"givenName": "Omar"});
+    scim.post(&other).await;
+
+    let listing: Value = scim
+        .http
+        .get(api(""))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let entries = listing["detained"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{listing}");
+    let nia = entries
+        .iter()
+        .find(|entry| entry["user_name"] == "nia@contoso.example")
+        .unwrap();
+    let nia_id = nia["id"].as_i64().unwrap();
+    assert!(
+        nia["reason"].as_str().unwrap().contains("last name"),
+        "{nia}"
+    );
+    let omar_id = entries
+        .iter()
+        .find(|entry| entry["user_name"] == "omar@contoso.example")
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+
+    // Applying as it is fails and keeps the entry.
+    let still = scim
+        .http
+        .post(api(&format!("/{nia_id}/apply")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(still.status(), StatusCode::CONFLICT);
+
+    // A payload that is not a User resource is rejected.
+    let invalid = scim
+        .http
+        .put(api(&format!("/{nia_id}")))
+        .bearer_auth(&admin)
+        .json(&json!({"payload": {"userName": 5}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(invalid.status(), StatusCode::BAD_REQUEST);
+
+    let mut fixed = nia["payload"].clone();
+    fixed["name"]["familyName"] = json!("Okafor");
+    let modified = scim
+        .http
+        .put(api(&format!("/{nia_id}")))
+        .bearer_auth(&admin)
+        .json(&json!({"payload": fixed}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(modified.status(), StatusCode::OK);
+    let applied = scim
+        .http
+        .post(api(&format!("/{nia_id}/apply")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(applied.status(), StatusCode::OK);
+    let applied: Value = applied.json().await.unwrap();
+    assert_eq!(applied["result"], "created");
+    let user = scim.get(&format!("/Users/{reserved}")).await;
+    assert_eq!(user.body["name"]["familyName"], "Okafor");
+
+    let cancelled = scim
+        .http
+        .delete(api(&format!("/{omar_id}")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status(), StatusCode::NO_CONTENT);
+    let gone = scim
+        .http
+        .get(api(&format!("/{omar_id}")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+    assert!(scim.detained().is_empty());
+    let unauthenticated = scim.http.get(api("")).send().await.unwrap();
+    assert_eq!(unauthenticated.status(), StatusCode::UNAUTHORIZED);
+}
