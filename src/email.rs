@@ -249,7 +249,9 @@ impl Mailer {
                     let message = format!("{error:#}");
                     if attempts >= MAX_ATTEMPTS {
                         sqlx::query(
-                            "UPDATE email_outbox SET attempts = ?, failed_at = ?, last_error = ? WHERE id = ?",
+                            // The body can hold a temporary password, so it goes
+                            // with the last attempt; the row keeps the record.
+                            "UPDATE email_outbox SET attempts = ?, failed_at = ?, last_error = ?, body = '' WHERE id = ?",
                         )
                         .bind(attempts)
                         .bind(now)

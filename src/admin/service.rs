@@ -188,7 +188,8 @@ impl AdminService {
                 failed(&user, ENABLE_FAILED, "the account is deactivated")
             } else {
                 match self.enable_one(&user, context, actor).await {
-                    Ok(()) => changed(&user),
+                    Ok(true) => changed(&user),
+                    Ok(false) => unchanged(&user),
                     Err(error) => {
                         tracing::error!(error = format!("{error:#}"), user.id = %user.id, "enabling CL Auth failed");
                         failed(
@@ -210,14 +211,21 @@ impl AdminService {
         user: &User,
         context: ClAuthContext,
         actor: &str,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<bool> {
         let now = self.clock.now();
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE users SET cl_auth_enabled = 1, updated_at = ? WHERE id = ?")
-            .bind(now)
-            .bind(&user.id)
-            .execute(&mut *tx)
-            .await?;
+        // Conditional, so that of two concurrent requests only one changes
+        // the user and sends an email.
+        let updated = sqlx::query(
+            "UPDATE users SET cl_auth_enabled = 1, updated_at = ? WHERE id = ? AND cl_auth_enabled = 0",
+        )
+        .bind(now)
+        .bind(&user.id)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Ok(false);
+        }
         let mut detail = format!("by {actor}");
         if context.mitel_credentials {
             self.queue_setup_email(&mut tx, user, now).await?;
@@ -226,7 +234,7 @@ impl AdminService {
         audit(&mut tx, "cl_auth.enable", Some(user), &detail, now).await?;
         tx.commit().await?;
         tracing::info!(user.id = %user.id, actor, "CL Auth enabled");
-        Ok(())
+        Ok(true)
     }
 
     /// Turns CL Auth off for the selected users. The default password becomes
@@ -264,7 +272,8 @@ impl AdminService {
                 )
             } else {
                 match self.disable_one(&user, &hash, password, actor).await {
-                    Ok(()) => changed(&user),
+                    Ok(true) => changed(&user),
+                    Ok(false) => unchanged(&user),
                     Err(error) => {
                         tracing::error!(error = format!("{error:#}"), user.id = %user.id, "disabling CL Auth failed");
                         failed(
@@ -287,17 +296,29 @@ impl AdminService {
         hash: &str,
         password: &str,
         actor: &str,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<bool> {
         let now = self.clock.now();
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "UPDATE users SET cl_auth_enabled = 0, password_hash = ?, must_change_password = 1, updated_at = ? WHERE id = ?",
+        // The Mitel-credentials password and unused setup links belong to
+        // CL Auth, so they end with it and cannot come back with a later
+        // enable.
+        let updated = sqlx::query(
+            "UPDATE users SET cl_auth_enabled = 0, password_hash = ?, must_change_password = 1, \
+             cl_password_hash = NULL, updated_at = ? WHERE id = ? AND cl_auth_enabled = 1",
         )
         .bind(hash)
         .bind(now)
         .bind(&user.id)
         .execute(&mut *tx)
         .await?;
+        if updated.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query("UPDATE setup_tokens SET used_at = ? WHERE user_id = ? AND used_at IS NULL")
+            .bind(now)
+            .bind(&user.id)
+            .execute(&mut *tx)
+            .await?;
         let sign_in = self.public_url.join("login")?;
         let body = format!(
             "Hello {name},\n\n\
@@ -306,7 +327,7 @@ impl AdminService {
              Login ID: {login_id}\n\
              Temporary password: {password}\n\n\
              You will choose a new password when you first sign in. The temporary password works only once.\n",
-            name = user.display_name(),
+            name = plain_name(user),
             login_id = user.login_id,
         );
         let email = NewEmail {
@@ -327,7 +348,7 @@ impl AdminService {
         .await?;
         tx.commit().await?;
         tracing::info!(user.id = %user.id, actor, "CL Auth disabled");
-        Ok(())
+        Ok(true)
     }
 
     /// Queues a new account-setup email for a CL Auth user; links sent
@@ -414,7 +435,7 @@ impl AdminService {
              Your account now signs in through your company's identity provider (CloudLink authentication).\n\
              To also set a Mitel-credentials password, open this link within {SETUP_LINK_HOURS} hours. It works once.\n\n\
              {link}\n",
-            name = user.display_name(),
+            name = plain_name(user),
         );
         let email = NewEmail {
             kind: "account_setup",
@@ -439,7 +460,8 @@ impl AdminService {
         let hash = self.passwords.hash(password).await?;
         let mut tx = self.pool.begin().await?;
         let user_id: Option<String> = sqlx::query_scalar(
-            "UPDATE setup_tokens SET used_at = ? WHERE token_hash = ? AND used_at IS NULL AND expires_at > ? RETURNING user_id",
+            "UPDATE setup_tokens SET used_at = ? WHERE token_hash = ? AND used_at IS NULL AND expires_at > ? \
+             AND user_id IN (SELECT id FROM users WHERE cl_auth_enabled = 1 AND active = 1) RETURNING user_id",
         )
         .bind(now)
         .bind(token_digest(token))
@@ -474,7 +496,8 @@ impl AdminService {
     /// Returns whether an account-setup link can still be used.
     pub async fn setup_link_valid(&self, token: &str) -> anyhow::Result<bool> {
         let valid: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM setup_tokens WHERE token_hash = ? AND used_at IS NULL AND expires_at > ?",
+            "SELECT 1 FROM setup_tokens WHERE token_hash = ? AND used_at IS NULL AND expires_at > ? \
+             AND user_id IN (SELECT id FROM users WHERE cl_auth_enabled = 1 AND active = 1)",
         )
         .bind(token_digest(token))
         .bind(self.clock.now())
@@ -629,6 +652,15 @@ fn unknown_outcomes(identifiers: &[String], text: &str) -> Vec<UserOutcome> {
         .collect()
 }
 
+/// Returns the user's name for an email body, with control characters
+/// (which names provisioned by an IdP may contain) turned into spaces.
+fn plain_name(user: &User) -> String {
+    user.display_name()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
 /// Quotes a CSV field when needed, and defuses values that spreadsheet
 /// programs would run as formulas.
 fn csv_field(value: &str) -> String {
@@ -637,7 +669,9 @@ fn csv_field(value: &str) -> String {
     } else {
         value.to_owned()
     };
-    if value.contains([',', '"', '\r', '\n']) {
+    // A `;` is quoted too: spreadsheets set to a `;` separator would
+    // otherwise start a new cell there, which could hold a formula.
+    if value.contains([',', ';', '"', '\r', '\n']) {
         format!("\"{}\"", value.replace('"', "\"\""))
     } else {
         value
@@ -655,5 +689,6 @@ mod tests {
         assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(csv_field("=HYPERLINK(1)"), "'=HYPERLINK(1)");
         assert_eq!(csv_field("-1,2"), "\"'-1,2\"");
+        assert_eq!(csv_field("x;=1+1"), "\"x;=1+1\"");
     }
 }

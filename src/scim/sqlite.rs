@@ -195,7 +195,8 @@ async fn update_user(
     now: i64,
 ) -> Result<(), CommitError> {
     let current: Option<(i64, String, Option<String>)> = sqlx::query_as(
-        "SELECT scim_version, login_id_key, scim_user_name_key FROM users WHERE id = ?1",
+        "SELECT scim_version, login_id_key, scim_user_name_key FROM users \
+         WHERE id = ?1 AND is_admin = 0",
     )
     .bind(id)
     .fetch_optional(&mut *conn)
@@ -219,7 +220,7 @@ async fn update_user(
          city = ?17, postal_code = ?18, country = ?19, \
          login_id = CASE WHEN ?20 THEN ?8 ELSE login_id END, \
          login_id_key = CASE WHEN ?20 THEN ?9 ELSE login_id_key END \
-         WHERE id = ?1",
+         WHERE id = ?1 AND is_admin = 0",
     )
     .bind(id)
     .bind(record.email.as_deref().unwrap_or_default())
@@ -261,7 +262,9 @@ impl SqliteScimStore {
         conn: &mut SqliteConnection,
         id: &str,
     ) -> Result<Option<StoredUser>, sqlx::Error> {
-        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1");
+        // Administrators are out of the IdP's reach: a provisioning token
+        // must not be able to rename, deactivate or delete an admin account.
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1 AND is_admin = 0");
         let row = sqlx::query(&sql).bind(id).fetch_optional(conn).await?;
         row.as_ref().map(user_from_row).transpose()
     }
@@ -353,8 +356,8 @@ impl ScimStore for SqliteScimStore {
 
     async fn find_by_user_name(&self, key: &str) -> Result<Option<StoredUser>, DirectoryError> {
         let sql = format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE scim_user_name_key = ?1 \
-             OR (scim_user_name_key IS NULL AND login_id_key = ?1) LIMIT 1"
+            "SELECT {USER_COLUMNS} FROM users WHERE is_admin = 0 AND (scim_user_name_key = ?1 \
+             OR (scim_user_name_key IS NULL AND login_id_key = ?1)) LIMIT 1"
         );
         let row = sqlx::query(&sql)
             .bind(key)
@@ -364,7 +367,9 @@ impl ScimStore for SqliteScimStore {
     }
 
     async fn list_users(&self) -> Result<Vec<StoredUser>, DirectoryError> {
-        let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY created_at, rowid");
+        let sql = format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE is_admin = 0 ORDER BY created_at, rowid"
+        );
         let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
         Ok(rows.iter().map(user_from_row).collect::<Result<_, _>>()?)
     }
@@ -385,7 +390,7 @@ impl ScimStore for SqliteScimStore {
                 Some(id.clone())
             }
             UserWrite::Delete { id } => {
-                let deleted = sqlx::query("DELETE FROM users WHERE id = ?1")
+                let deleted = sqlx::query("DELETE FROM users WHERE id = ?1 AND is_admin = 0")
                     .bind(id)
                     .execute(&mut *tx)
                     .await?;

@@ -755,3 +755,63 @@ async fn admin_ui_disables_cl_auth_in_chromium() {
     }
     browser.close().await;
 }
+
+#[tokio::test]
+async fn disable_ends_setup_links_and_races_once() {
+    let broker = Broker::start();
+    broker.add_user("jdoe", "jdoe@example.com");
+    enable_cl_auth(&broker, &["jdoe"]);
+    let outbox = broker.data_dir().join("data/outbox");
+    let raw = std::fs::read_dir(&outbox)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|entry| std::fs::read_to_string(entry.path()).unwrap())
+        .next()
+        .expect("account-setup email");
+    let raw = raw.replace("=\r\n", "").replace("=3D", "=");
+    let start = raw.find("/account/setup?token=").expect("setup link");
+    let link: String = raw[start..]
+        .chars()
+        .take_while(|c| !c.is_whitespace())
+        .collect();
+
+    let token = admin_token(&broker, "ops");
+    let body = json!({
+        "users": ["jdoe"],
+        "default_password": DEFAULT_PASSWORD,
+        "default_password_confirmation": DEFAULT_PASSWORD,
+    });
+    // Five concurrent disables: one changes the user, the others find it done.
+    let disable = || {
+        api_post(
+            &broker,
+            &token,
+            "/admin/api/v1/cl-auth/disable",
+            body.clone(),
+        )
+    };
+    let (a, b, c, d, e) = tokio::join!(disable(), disable(), disable(), disable(), disable());
+    let responses = [a, b, c, d, e];
+    let changed = responses
+        .iter()
+        .filter(|(_, response)| response["results"][0]["outcome"] == "changed")
+        .count();
+    assert_eq!(changed, 1, "{responses:?}");
+
+    // The setup link sent while CL Auth was on no longer works.
+    let browser = WebClient::new(&broker);
+    assert_eq!(browser.get(&link).await.status, StatusCode::GONE);
+
+    let emails: Value = api_get(&broker, &token, "/admin/api/v1/emails")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let welcome = emails["emails"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|email| email["kind"] == "welcome")
+        .count();
+    assert_eq!(welcome, 1, "{emails}");
+}

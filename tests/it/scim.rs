@@ -1481,3 +1481,67 @@ async fn detained_queue_through_admin_api() {
     let unauthenticated = scim.http.get(api("")).send().await.unwrap();
     assert_eq!(unauthenticated.status(), StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn admin_accounts_out_of_scim_reach() {
+    let mut broker = Broker::prepare(Options::default());
+    broker.add_user("boss", "boss@contoso.example");
+    let granted = broker.cli(&["admin", "role", "grant", "boss"], "");
+    assert!(granted.status.success());
+    let token = generate_keys(&broker);
+    broker.serve();
+    let scim = Scim {
+        broker,
+        token,
+        http: reqwest::Client::builder()
+            .redirect(Policy::none())
+            .build()
+            .unwrap(),
+    };
+
+    let probe = scim.query(r#"userName eq "boss""#).await;
+    assert_eq!(probe.status, StatusCode::OK);
+    assert!(
+        resources(&probe).is_empty(),
+        "an admin is invisible to SCIM: {}",
+        probe.body
+    );
+    let listing = scim.get("/Users").await;
+    assert!(resources(&listing).is_empty(), "{}", listing.body);
+
+    let boss_id = scim
+        .broker
+        .cli(&["user", "show", "boss"], "")
+        .stdout
+        .split(|byte| *byte == b'\n')
+        .map(|line| String::from_utf8_lossy(line).into_owned())
+        .find_map(|line| {
+            line.trim()
+                .strip_prefix("id:")
+                .map(|id| id.trim().to_owned())
+        })
+        .expect("user show prints the id");
+    let patched = scim
+        .patch(&boss_id, json!([{"op": "replace", "path": "emails[type eq \"work\"].value", "value": "attacker@evil.example"}]))
+        .await;
+    assert_eq!(patched.status, StatusCode::NOT_FOUND, "{}", patched.body);
+    let deleted = scim
+        .send(
+            scim.http
+                .delete(scim.url(&format!("/Users/{boss_id}")))
+                .bearer_auth(&scim.token),
+        )
+        .await;
+    assert_eq!(deleted.status, StatusCode::NOT_FOUND);
+    let created = scim
+        .post(&entra_user("boss", "other@contoso.example"))
+        .await;
+    assert_eq!(created.status, StatusCode::CONFLICT, "{}", created.body);
+
+    let shown = String::from_utf8_lossy(&scim.broker.cli(&["user", "show", "boss"], "").stdout)
+        .into_owned();
+    assert!(
+        shown.contains("boss@contoso.example"),
+        "the admin's email is unchanged: {shown}"
+    );
+}
