@@ -461,7 +461,8 @@ impl AdminService {
         let mut tx = self.pool.begin().await?;
         let user_id: Option<String> = sqlx::query_scalar(
             "UPDATE setup_tokens SET used_at = ? WHERE token_hash = ? AND used_at IS NULL AND expires_at > ? \
-             AND user_id IN (SELECT id FROM users WHERE cl_auth_enabled = 1 AND active = 1) RETURNING user_id",
+             AND EXISTS (SELECT 1 FROM users u WHERE u.id = setup_tokens.user_id \
+             AND u.cl_auth_enabled = 1 AND u.active = 1) RETURNING user_id",
         )
         .bind(now)
         .bind(token_digest(token))
@@ -497,7 +498,8 @@ impl AdminService {
     pub async fn setup_link_valid(&self, token: &str) -> anyhow::Result<bool> {
         let valid: Option<i64> = sqlx::query_scalar(
             "SELECT 1 FROM setup_tokens WHERE token_hash = ? AND used_at IS NULL AND expires_at > ? \
-             AND user_id IN (SELECT id FROM users WHERE cl_auth_enabled = 1 AND active = 1)",
+             AND EXISTS (SELECT 1 FROM users u WHERE u.id = setup_tokens.user_id \
+             AND u.cl_auth_enabled = 1 AND u.active = 1)",
         )
         .bind(token_digest(token))
         .bind(self.clock.now())

@@ -254,7 +254,7 @@ impl ProviderStore for SqliteProviderStore {
     ) -> Result<CodeRedemption, DirectoryError> {
         let spent = sqlx::query(
             "UPDATE oauth_codes SET used_at = ? WHERE code_hash = ? AND used_at IS NULL \
-             AND grant_id IN (SELECT id FROM oauth_grants WHERE client_id = ?) \
+             AND EXISTS (SELECT 1 FROM oauth_grants g WHERE g.id = oauth_codes.grant_id AND g.client_id = ?) \
              RETURNING grant_id, redirect_uri, code_challenge, expires_at",
         )
         .bind(now)
