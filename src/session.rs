@@ -23,8 +23,8 @@ pub struct SignedIn {
     pub authenticated_at: i64,
     /// Methods the user proved their identity with, for example `["password", "totp"]`.
     pub methods: Vec<String>,
-    /// Random id of this sign-in, the `sid` of the tokens issued under it;
-    /// it lives as long as the session, even when the cookie's id is cycled.
+    /// Random id of this sign-in, the `sid` of the tokens issued under it. It
+    /// lives as long as the session, even when the cookie's id is cycled.
     pub session_id: String,
     /// Random id of this one sign-in, new each time the user signs in again,
     /// even within the same second.

@@ -83,7 +83,7 @@ pub fn api_routes() -> Router<AppState> {
         )
 }
 
-/// An error of the admin API: JSON with a message that tells what to fix.
+/// An error of the admin API: JSON with a message that explains what to fix.
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,

@@ -98,18 +98,24 @@ pub async fn run(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
 
 pub async fn report(config: &Config, command: ReportCommand) -> anyhow::Result<()> {
     let ReportCommand::Users = command;
+    let admin = open_service(config).await?;
+    print!("{}", admin.user_report_csv().await?);
+    Ok(())
+}
+
+/// Builds the admin operations on the configured database, as `serve`
+/// does, for commands that run without the service.
+pub(super) async fn open_service(config: &Config) -> anyhow::Result<AdminService> {
     let pool = db::connect_sqlite(&config.database_url).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let admin = AdminService::new(
+    Ok(AdminService::new(
         pool.clone(),
         Arc::new(SqliteDirectory::new(pool.clone())),
         PasswordHasher::new(&config.password)?,
         Arc::new(Mailer::new(&config.email, pool, clock.clone())?),
         clock,
         config.public_url(),
-    );
-    print!("{}", admin.user_report_csv().await?);
-    Ok(())
+    ))
 }
 
 async fn set_role(pool: &sqlx::SqlitePool, command: RoleCommand, now: i64) -> anyhow::Result<()> {

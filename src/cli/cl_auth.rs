@@ -1,20 +1,15 @@
 //! `cl-auth enable|disable|setup-email`: who signs in through CloudLink
 //! authentication, with the emails each change sends.
 
-use std::sync::Arc;
-
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 
 use super::user::{UserContext, read_new_password};
 use crate::admin::service::{AdminService, ClAuthContext, Outcome, Selection, UserOutcome};
-use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::connector::saml::settings::IdpSettings;
-use crate::db;
 use crate::directory::SamlStore;
 use crate::directory::sqlite::SqliteDirectory;
-use crate::email::Mailer;
 
 #[derive(Debug, Subcommand)]
 pub enum ClAuthCommand {
@@ -57,17 +52,7 @@ impl Selected {
 
 pub async fn run(config: &Config, command: ClAuthCommand) -> anyhow::Result<()> {
     let context = UserContext::open(config).await?;
-    let pool = db::connect_sqlite(&config.database_url).await?;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let mailer = Arc::new(Mailer::new(&config.email, pool.clone(), clock.clone())?);
-    let admin = AdminService::new(
-        pool.clone(),
-        Arc::new(SqliteDirectory::new(pool.clone())),
-        context.hasher.clone(),
-        mailer.clone(),
-        clock,
-        config.public_url(),
-    );
+    let admin = super::admin::open_service(config).await?;
     let cl_auth = cl_auth_context(config, &context.directory).await?;
     let actor = "command line";
 
@@ -89,7 +74,7 @@ pub async fn run(config: &Config, command: ClAuthCommand) -> anyhow::Result<()> 
     };
 
     // Sends what the change queued, so the emails leave even when no server runs.
-    if let Err(error) = mailer.send_due().await {
+    if let Err(error) = admin.mailer().send_due().await {
         eprintln!("warning: the emails stay queued for the running service to send: {error:#}");
     }
     report(&command, &outcomes)

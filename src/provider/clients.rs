@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use url::{Host, Url};
 
-/// Scopes the broker knows. `offline_access` asks for a refresh token.
+/// Scopes the broker supports. `offline_access` requests a refresh token.
 pub const SUPPORTED_SCOPES: &[&str] = &["openid", "profile", "email", "offline_access"];
 
 /// The `[oauth2]` table of the config file.
@@ -95,8 +95,8 @@ pub struct Client {
     pub scopes: Vec<String>,
 }
 
-/// Why client authentication failed. The token endpoint answers all of them
-/// with `invalid_client`; the variants exist for the log.
+/// The reason client authentication failed. The token endpoint returns
+/// `invalid_client` for all of them, and the variants exist for the log.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ClientAuthError {
     #[error("unknown client_id")]
@@ -247,6 +247,10 @@ impl ClientSettings {
 #[derive(Debug, Clone, Default)]
 pub struct ClientRegistry {
     clients: Vec<Client>,
+    /// The clients' redirect targets for the CSP's `form-action`, each
+    /// preceded by a space. Clients change only with the config, so the list
+    /// is built once rather than on every response.
+    form_action_sources: String,
 }
 
 impl ClientRegistry {
@@ -263,7 +267,22 @@ impl ClientRegistry {
             }
             clients.push(client);
         }
-        Ok(Self { clients })
+        let mut sources: Vec<String> = clients
+            .iter()
+            .flat_map(Client::form_action_sources)
+            .collect();
+        sources.sort();
+        sources.dedup();
+        let form_action_sources = sources.iter().map(|source| format!(" {source}")).collect();
+        Ok(Self {
+            clients,
+            form_action_sources,
+        })
+    }
+
+    /// Returns the sources to append to `form-action 'self'`.
+    pub fn form_action_sources(&self) -> &str {
+        &self.form_action_sources
     }
 
     pub fn get(&self, id: &str) -> Option<&Client> {
@@ -309,8 +328,8 @@ fn is_loopback(url: &Url) -> bool {
     }
 }
 
-/// A loopback `http` URI registered without a port: native apps listen on
-/// whatever port the system gives them.
+/// Returns whether `url` is a loopback `http` URI registered without a port,
+/// because native apps listen on whatever port the system gives them.
 fn is_any_port_loopback(url: &Url) -> bool {
     url.scheme() == "http" && url.port().is_none() && is_loopback(url)
 }
@@ -323,7 +342,7 @@ fn redirect_matches(registered: &Url, requested: &str, requested_url: &Url) -> b
         return false;
     }
     // The requested URI, exactly as sent, must be the registered one with a
-    // port added; comparing parsed URLs would accept spellings such as
+    // port added. Comparing parsed URLs would accept spellings such as
     // `127.1` or `Http:` that the token request then does not repeat.
     let Some(port) = requested_url.port().filter(|port| *port != 0) else {
         return false;

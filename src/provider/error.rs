@@ -1,6 +1,6 @@
 //! Error responses of the OAuth 2.0 endpoints (RFC 6749, section 5.2; RFC
-//! 6750, section 3), with the status, `error` code and a description that says
-//! what to fix.
+//! 6750, section 3), with the status, `error` code and a description of what
+//! to fix.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -12,7 +12,7 @@ pub struct OAuthError {
     pub status: StatusCode,
     pub code: &'static str,
     pub description: String,
-    /// A `WWW-Authenticate` challenge for 401 answers.
+    /// A `WWW-Authenticate` challenge for 401 responses.
     pub challenge: Option<String>,
 }
 
@@ -59,7 +59,7 @@ impl OAuthError {
     }
 
     /// A bearer token was missing (no `error` attribute in the challenge, as
-    /// RFC 6750, section 3.1 asks) or invalid.
+    /// RFC 6750, section 3.1 requires) or invalid.
     pub fn invalid_token(description: impl Into<String>, token_sent: bool) -> Self {
         let description = description.into();
         let mut error = Self::new(

@@ -122,8 +122,8 @@ fn public_components(pkey: &PKey<Private>) -> anyhow::Result<(String, String)> {
     Ok((n, e))
 }
 
-/// The JWK thumbprint (RFC 7638), used as the key id so that the id follows
-/// from the key itself.
+/// Returns the JWK thumbprint (RFC 7638), used as the key id so that the id
+/// follows from the key itself.
 fn thumbprint(n: &str, e: &str) -> String {
     let canonical = format!(r#"{{"e":"{e}","kty":"RSA","n":"{n}"}}"#);
     BASE64URL_NOPAD.encode(&Sha256::digest(canonical.as_bytes()))
@@ -144,7 +144,7 @@ fn key_set(stored: &[StoredKey]) -> anyhow::Result<KeySet> {
         .find(|key| !key.retired)
         .or_else(|| published.first())
         .cloned()
-        .ok_or_else(|| anyhow!("the database holds no usable token signing key"))?;
+        .ok_or_else(|| anyhow!("the database contains no usable token signing key; run `unified-login oauth2 rotate-key`"))?;
     Ok(KeySet { current, published })
 }
 

@@ -1,7 +1,7 @@
 //! RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0).
 //!
 //! With a valid `id_token_hint` for the browser's session, the broker signs
-//! the user out at once. Without one, a page asks the user to confirm, so a
+//! the user out at once. Without one, a page requests the user's confirmation, so a
 //! link on another site cannot sign users out. Signing out ends the broker
 //! session and revokes every token issued under it. `post_logout_redirect_uri`
 //! must be registered for the client, or the browser stays on the broker.
@@ -28,7 +28,7 @@ use crate::web::pages::{ErrorPage, LogoutPage, render};
 
 const SIGNED_OUT_PAGE: &str = "/login?signed_out=1";
 
-/// Where to send the browser after signing out, once checked.
+/// The checked destination of the browser after signing out.
 struct Destination<'a> {
     client: Option<&'a Client>,
     redirect: Option<Url>,
@@ -119,7 +119,7 @@ pub struct ConfirmForm {
     state: Option<String>,
 }
 
-/// The confirmation form's post; the CSRF middleware has checked its token.
+/// Handles the confirmation form's post. The CSRF middleware has checked its token.
 pub async fn confirm(
     State(state): State<AppState>,
     session: Session,

@@ -5,7 +5,7 @@
 //! Browser-facing endpoints (`/oauth2/authorize`, `/oauth2/logout`) run with
 //! the broker session, so a browser that signed in once gets codes for every
 //! client without another prompt (cross-launch SSO). Back-channel endpoints
-//! (token, userinfo, revocation, discovery, JWKS) take no cookies and answer
+//! (token, userinfo, revocation, discovery, JWKS) take no cookies and respond
 //! in JSON. This module knows nothing about how the user signed in: the login
 //! flow hands back a [`SignedIn`] session, and the provider turns it into
 //! codes and tokens.

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 /// Parses a query string or form body. Returns the name of the first
 /// parameter that appears twice as the error. Empty values count as absent,
-/// as RFC 6749, section 3.1 asks.
+/// as RFC 6749, section 3.1 requires.
 pub fn parse_params(raw: &[u8]) -> Result<HashMap<String, String>, String> {
     let mut params = HashMap::new();
     for (name, value) in url::form_urlencoded::parse(raw) {

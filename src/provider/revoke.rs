@@ -22,7 +22,7 @@ pub async fn revoke(
     let Some(token) = params.get("token") else {
         return Err(OAuthError::invalid_request("token is missing"));
     };
-    // Both kinds are looked up whatever `token_type_hint` says, so the hint,
+    // Both kinds are looked up whatever `token_type_hint` contains, so the hint,
     // known or not, changes nothing (RFC 7009, section 2.1).
     let provider = &state.provider;
     let now = state.clock.now();
@@ -42,7 +42,7 @@ pub async fn revoke(
             }
         }
     };
-    // Unknown tokens and other clients' tokens get the same 200 answer
+    // Unknown tokens and other clients' tokens get the same 200 response
     // (RFC 7009, section 2.2), so the endpoint cannot be used to test tokens.
     match grant {
         Some(grant) if grant.client_id == client.id => {

@@ -360,7 +360,7 @@ async fn revoke_reused(provider: &Provider, grant: &Grant, now: i64) -> Result<(
     Ok(())
 }
 
-/// A refresh may ask for fewer scopes than granted, never more (RFC 6749, section 6).
+/// Returns the scope of a refresh, which may request fewer scopes than granted, never more (RFC 6749, section 6).
 fn narrowed_scope(grant: &Grant, requested: Option<&String>) -> Result<String, OAuthError> {
     let Some(requested) = requested else {
         return Ok(grant.scope.clone());

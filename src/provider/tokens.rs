@@ -1,10 +1,10 @@
 //! ID tokens, access tokens and the opaque one-time values (codes, refresh
 //! tokens).
 //!
-//! Access tokens are JWTs (RFC 9068, header `typ: at+jwt`) so resource servers
-//! can check them with the JWKS alone; the userinfo endpoint also checks that
-//! their grant was not revoked. ID tokens carry `typ: JWT` and lack the
-//! access-token claims, so one cannot pass for the other.
+//! Access tokens are JWTs (RFC 9068, header `typ: at+jwt`), so resource
+//! servers can check them with the JWKS alone. The userinfo endpoint also
+//! checks that their grant was not revoked. ID tokens carry `typ: JWT` and
+//! lack the access-token claims, so one cannot pass for the other.
 
 use data_encoding::BASE64URL_NOPAD;
 use jsonwebtoken::{Header, Validation};
@@ -26,7 +26,7 @@ pub fn random_token() -> String {
     BASE64URL_NOPAD.encode(&bytes)
 }
 
-/// The digest under which a code or refresh token is stored.
+/// Returns the digest under which a code or refresh token is stored.
 pub fn token_digest(token: &str) -> String {
     BASE64URL_NOPAD.encode(&Sha256::digest(token.as_bytes()))
 }
@@ -130,7 +130,7 @@ impl Minter<'_> {
     }
 
     /// `nonce` is sent only in the ID token of the code exchange, as OpenID
-    /// Connect Core 1.0, section 12.2, asks.
+    /// Connect Core 1.0, section 12.2, requires.
     pub fn id_token(
         &self,
         grant: &Grant,
@@ -184,7 +184,7 @@ fn amr_value(method: &str) -> String {
     .to_owned()
 }
 
-/// The `at_hash` value: the left half of the SHA-256 digest of the access
+/// Returns the `at_hash` value: the left half of the SHA-256 digest of the access
 /// token, base64url-encoded (OpenID Connect Core 1.0, section 3.1.3.6).
 fn left_half_hash(access_token: &str) -> String {
     let digest = Sha256::digest(access_token.as_bytes());

@@ -30,15 +30,11 @@ pub async fn security_headers(
         .oidc
         .iter()
         .flat_map(|oidc| oidc.form_action_origins());
-    let client_sources = state
-        .provider
-        .clients
-        .iter()
-        .flat_map(|client| client.form_action_sources());
-    for origin in idp_origins.chain(oidc_origins).chain(client_sources) {
+    for origin in idp_origins.chain(oidc_origins) {
         form_action.push(' ');
         form_action.push_str(&origin);
     }
+    form_action.push_str(state.provider.clients.form_action_sources());
     if let Ok(policy) = HeaderValue::from_str(&format!("{CONTENT_SECURITY_POLICY}; {form_action}"))
     {
         headers.insert(header::CONTENT_SECURITY_POLICY, policy);
