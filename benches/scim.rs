@@ -39,7 +39,7 @@ async fn run(users: usize) {
         database_url: format!("sqlite://{}", dir.path().join("bench.db").display()),
         ..Config::default()
     };
-    let pool = db::connect_sqlite(&config.database_url)
+    let pool = db::connect_default(&config.database_url)
         .await
         .expect("database");
     let (sessions, _) = session::layer(pool.clone(), &config)

@@ -59,7 +59,7 @@ async fn start() -> Server {
     let address = listener.local_addr().expect("address");
     config.listen = address;
 
-    let pool = db::connect_sqlite(&config.database_url)
+    let pool = db::connect_default(&config.database_url)
         .await
         .expect("database");
     let (sessions, _) = session::layer(pool.clone(), &config)

@@ -23,7 +23,11 @@ pub struct Config {
     /// it, never the Host header, so that a TLS-terminating proxy works.
     /// Defaults to `http://<listen>`.
     pub public_url: Option<Url>,
+    /// `sqlite://PATH` for one instance, or `postgres://USER:PASSWORD@HOST/DB`
+    /// for several instances sharing one database.
     pub database_url: String,
+    /// Pool size, timeouts and what start-up does with an older schema.
+    pub database: crate::db::DatabaseConfig,
     pub tls: Option<TlsConfig>,
     pub session: SessionConfig,
     pub lockout: LockoutConfig,
@@ -156,6 +160,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             public_url: None,
             database_url: "sqlite://data/unified-login.db".to_owned(),
+            database: crate::db::DatabaseConfig::default(),
             tls: None,
             session: SessionConfig::default(),
             lockout: LockoutConfig::default(),

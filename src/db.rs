@@ -1,55 +1,354 @@
 //! Database connection and schema migrations.
+//!
+//! SQLite is the embedded default; PostgreSQL lets several instances share
+//! one database. Both are reached through sqlx's `Any` driver, so the stores
+//! hold one pool type and write their SQL once: `$1`-style placeholders,
+//! integer flags and Unix-second timestamps, which both engines read alike.
 
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
-use sqlx::SqlitePool;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use serde::{Deserialize, Serialize};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::{Migrate, Migrator};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{Any, AnyPool, Connection, Executor, Transaction};
 
-/// Opens the SQLite database at `url`, creating the file and its folder when
-/// missing, and applies pending migrations.
-pub async fn connect_sqlite(url: &str) -> anyhow::Result<SqlitePool> {
-    let options = SqliteConnectOptions::from_str(url)
-        .with_context(|| format!("invalid database_url '{url}'"))?
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Normal)
-        .foreign_keys(true)
-        .busy_timeout(Duration::from_secs(5));
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 
-    if let Some(parent) = Path::new(options.get_filename()).parent()
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+impl Engine {
+    pub fn from_url(url: &str) -> anyhow::Result<Self> {
+        let scheme = url.split(':').next().unwrap_or_default();
+        match scheme {
+            "sqlite" => Ok(Self::Sqlite),
+            "postgres" | "postgresql" => Ok(Self::Postgres),
+            _ => anyhow::bail!(
+                "database_url must start with sqlite:// or postgres://, not '{scheme}:'"
+            ),
+        }
+    }
+
+    /// The engine behind `pool`, read from the URL it was opened with.
+    pub fn of(pool: &AnyPool) -> Self {
+        let options = pool.connect_options();
+        match options.database_url.scheme() {
+            "postgres" | "postgresql" => Self::Postgres,
+            _ => Self::Sqlite,
+        }
+    }
+
+    fn migrator(self) -> &'static Migrator {
+        match self {
+            Self::Sqlite => &SQLITE_MIGRATIONS,
+            Self::Postgres => &POSTGRES_MIGRATIONS,
+        }
+    }
+}
+
+/// What `serve` does when the database schema is older than this binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MigrationMode {
+    /// Apply pending migrations at start-up. On PostgreSQL a lock lets only
+    /// one starting instance migrate; the others wait for it.
+    #[default]
+    Apply,
+    /// Refuse to start until `unified-login db migrate` has been run, for
+    /// deployments that upgrade the schema as a separate step.
+    Verify,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    pub migrations: MigrationMode,
+    /// Connections each instance keeps at most.
+    pub max_connections: u32,
+    /// Seconds a request waits for a free connection before it fails with
+    /// 503, so that a lost database never leaves a request hanging.
+    pub acquire_timeout_seconds: u64,
+    /// Seconds PostgreSQL lets one statement run before cancelling it.
+    pub statement_timeout_seconds: u64,
+    /// Seconds start-up keeps retrying an unreachable database before it
+    /// gives up.
+    pub connect_retry_seconds: u64,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            migrations: MigrationMode::Apply,
+            max_connections: 8,
+            acquire_timeout_seconds: 5,
+            statement_timeout_seconds: 10,
+            connect_retry_seconds: 60,
+        }
+    }
+}
+
+/// The schema version the database has, against the one this binary knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaStatus {
+    pub applied: Option<i64>,
+    pub latest: i64,
+    pub pending: Vec<i64>,
+}
+
+impl SchemaStatus {
+    pub fn is_current(&self) -> bool {
+        self.pending.is_empty()
+    }
+}
+
+/// Opens the database, retrying while it is unreachable, then checks the
+/// schema and applies or refuses pending migrations as `config` says.
+pub async fn connect(url: &str, config: &DatabaseConfig) -> anyhow::Result<AnyPool> {
+    let pool = open_with_retry(url, config).await?;
+    match config.migrations {
+        MigrationMode::Apply => migrate(&pool).await?,
+        MigrationMode::Verify => {
+            let status = schema_status(&pool).await?;
+            if !status.is_current() {
+                anyhow::bail!(
+                    "the database schema is at version {} but this binary needs {}; \
+                     run `unified-login db migrate` once, then start the service again",
+                    status
+                        .applied
+                        .map_or_else(|| "none".to_owned(), |v| v.to_string()),
+                    status.latest
+                );
+            }
+        }
+    }
+    Ok(pool)
+}
+
+/// Opens the database at `url` with default settings and applies pending
+/// migrations; for tools and tests that need no retries.
+pub async fn connect_default(url: &str) -> anyhow::Result<AnyPool> {
+    connect(url, &DatabaseConfig::default()).await
+}
+
+async fn open_with_retry(url: &str, config: &DatabaseConfig) -> anyhow::Result<AnyPool> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(config.connect_retry_seconds);
+    let mut delay = Duration::from_millis(250);
+    let mut attempt = 1u32;
+    loop {
+        match open(url, config).await {
+            Ok(pool) => return Ok(pool),
+            Err(error)
+                if is_unreachable(&error) && tokio::time::Instant::now() + delay < deadline =>
+            {
+                tracing::warn!(
+                    error = %format!("{error:#}"),
+                    attempt,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "database unreachable, retrying"
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+                attempt += 1;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// True when the error says the server could not be reached, which a retry
+/// may cure; bad credentials or a bad URL are reported at once.
+fn is_unreachable(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<sqlx::Error>(),
+            Some(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_))
+        )
+    })
+}
+
+/// Opens a pool without touching the schema.
+pub async fn open(url: &str, config: &DatabaseConfig) -> anyhow::Result<AnyPool> {
+    sqlx::any::install_default_drivers();
+    let engine = Engine::from_url(url)?;
+    let mut pool_options = AnyPoolOptions::new()
+        .max_connections(config.max_connections.max(1))
+        .acquire_timeout(Duration::from_secs(config.acquire_timeout_seconds.max(1)));
+    match engine {
+        Engine::Sqlite => {
+            let sqlite = SqliteConnectOptions::from_str(url)
+                .with_context(|| format!("invalid database_url '{url}'"))?;
+            // An in-memory database exists once per connection, so it must not be pooled.
+            let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+            if in_memory {
+                pool_options = pool_options.max_connections(1);
+            } else {
+                prepare_sqlite_file(Path::new(sqlite.get_filename()))?;
+            }
+            pool_options = pool_options.after_connect(|connection, _| {
+                Box::pin(async move {
+                    connection
+                        .execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+                        .await?;
+                    Ok(())
+                })
+            });
+        }
+        Engine::Postgres => {
+            let milliseconds = config.statement_timeout_seconds.max(1) * 1000;
+            pool_options = pool_options.after_connect(move |connection, _| {
+                Box::pin(async move {
+                    connection
+                        .execute(format!("SET statement_timeout = {milliseconds}").as_str())
+                        .await?;
+                    Ok(())
+                })
+            });
+        }
+    }
+    let options = AnyConnectOptions::from_str(url)
+        .with_context(|| format!("invalid database_url '{}'", redact(url)))?;
+    let timeout = config.acquire_timeout_seconds.max(1);
+    pool_options.connect_with(options).await.map_err(|error| {
+        let reason = match &error {
+            sqlx::Error::PoolTimedOut => format!(
+                "no connection within {timeout} s; check that the server runs and accepts \
+                 connections at this address"
+            ),
+            other => other.to_string(),
+        };
+        anyhow::Error::new(error).context(format!("cannot open database {}: {reason}", redact(url)))
+    })
+}
+
+/// Applies pending migrations. Fails with a clear message when the database
+/// has migrations this binary does not know, which means a newer version
+/// already upgraded it.
+pub async fn migrate(pool: &AnyPool) -> anyhow::Result<()> {
+    let status = schema_status(pool).await?;
+    let engine = Engine::of(pool);
+    engine
+        .migrator()
+        .run(pool)
+        .await
+        .map_err(|error| match error {
+            sqlx::migrate::MigrateError::VersionMissing(version) => anyhow::anyhow!(
+                "the database has schema version {version}, which this binary does not know; \
+             it was upgraded by a newer unified-login, so run that version"
+            ),
+            sqlx::migrate::MigrateError::VersionMismatch(version) => anyhow::anyhow!(
+                "schema migration {version} in the database differs from this binary's; \
+             the database was migrated by a different build"
+            ),
+            other => anyhow::Error::new(other).context("database migration failed"),
+        })?;
+    if !status.pending.is_empty() {
+        tracing::info!(
+            from = status.applied,
+            to = status.latest,
+            applied = status.pending.len(),
+            "database schema migrated"
+        );
+    }
+    Ok(())
+}
+
+/// Reads which migrations the database has.
+pub async fn schema_status(pool: &AnyPool) -> anyhow::Result<SchemaStatus> {
+    let migrator = Engine::of(pool).migrator();
+    let mut connection = pool.acquire().await.context("cannot reach the database")?;
+    connection
+        .ensure_migrations_table()
+        .await
+        .context("cannot read the schema version")?;
+    let applied: Vec<i64> = connection
+        .list_applied_migrations()
+        .await
+        .context("cannot read the schema version")?
+        .into_iter()
+        .map(|migration| migration.version)
+        .collect();
+    let known: Vec<i64> = migrator
+        .iter()
+        .filter(|migration| !migration.migration_type.is_down_migration())
+        .map(|migration| migration.version)
+        .collect();
+    if let Some(unknown) = applied.iter().find(|version| !known.contains(version)) {
+        anyhow::bail!(
+            "the database has schema version {unknown}, which this binary does not know; \
+             it was upgraded by a newer unified-login, so run that version"
+        );
+    }
+    Ok(SchemaStatus {
+        applied: applied.iter().copied().max(),
+        latest: known.iter().copied().max().unwrap_or_default(),
+        pending: known
+            .into_iter()
+            .filter(|version| !applied.contains(version))
+            .collect(),
+    })
+}
+
+/// Starts a transaction that reads before it writes. SQLite takes its write
+/// lock at once, so two such transactions never deadlock upgrading a read
+/// lock; PostgreSQL takes one database-wide advisory lock, so these
+/// transactions run one at a time on every instance, as they do on SQLite.
+pub async fn begin_write(pool: &AnyPool) -> Result<Transaction<'static, Any>, sqlx::Error> {
+    match Engine::of(pool) {
+        Engine::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
+        Engine::Postgres => {
+            let mut transaction = pool.begin().await?;
+            sqlx::query("SELECT pg_advisory_xact_lock(7305402781)")
+                .execute(&mut *transaction)
+                .await?;
+            Ok(transaction)
+        }
+    }
+}
+
+/// Reads an integer flag column. Both engines store flags as 0 or 1,
+/// because the `Any` driver reads SQLite integers as numbers, never as
+/// booleans; a flag is bound as `i64::from(flag)` for the same reason.
+pub fn flag(row: &sqlx::any::AnyRow, column: &str) -> Result<bool, sqlx::Error> {
+    use sqlx::Row;
+    Ok(row.try_get::<i64, _>(column)? != 0)
+}
+
+/// Answers whether the database responds, for the readiness probe.
+pub async fn ping(pool: &AnyPool) -> Result<(), sqlx::Error> {
+    let mut connection = pool.acquire().await?;
+    connection.ping().await
+}
+
+/// `url` without its password, for messages and logs.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Creates the database file and its folder, the file readable by its owner
+/// only, because it contains TOTP secrets. SQLite gives its -wal and -shm
+/// files the same permissions. An existing file is left as it is.
+fn prepare_sqlite_file(path: &Path) -> anyhow::Result<()> {
+    if let Some(parent) = path.parent()
         && !parent.as_os_str().is_empty()
         && !parent.exists()
     {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("cannot create database folder {}", parent.display()))?;
     }
-
-    // An in-memory database exists once per connection, so it must not be pooled.
-    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-    if !in_memory {
-        create_private_file(Path::new(options.get_filename()))?;
-    }
-    let pool = SqlitePoolOptions::new()
-        .max_connections(if in_memory { 1 } else { 8 })
-        .acquire_timeout(Duration::from_secs(10))
-        .connect_with(options)
-        .await
-        .with_context(|| format!("cannot open database {url}"))?;
-
-    sqlx::migrate!("./migrations")
-        .run(&pool)
-        .await
-        .context("database migration failed")?;
-    Ok(pool)
-}
-
-/// Creates the database file readable by its owner only, because it contains
-/// session ids and TOTP secrets. SQLite gives its -wal and -shm files the
-/// same permissions. An existing file is left as it is.
-fn create_private_file(path: &Path) -> anyhow::Result<()> {
     let name = path.as_os_str();
     if name.is_empty() || path.exists() {
         return Ok(());
@@ -64,5 +363,59 @@ fn create_private_file(path: &Path) -> anyhow::Result<()> {
         Err(error) => {
             Err(error).with_context(|| format!("cannot create database file {}", path.display()))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_follows_the_url_scheme() {
+        assert_eq!(
+            Engine::from_url("sqlite://data/x.db").unwrap(),
+            Engine::Sqlite
+        );
+        assert_eq!(Engine::from_url("sqlite::memory:").unwrap(), Engine::Sqlite);
+        assert_eq!(
+            Engine::from_url("postgres://u:p@127.0.0.1/db").unwrap(),
+            Engine::Postgres
+        );
+        let error = Engine::from_url("mysql://127.0.0.1/db").unwrap_err();
+        assert!(
+            error.to_string().contains("sqlite:// or postgres://"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("postgres://broker:s3cret@127.0.0.1:5432/login"),
+            "postgres://broker:***@127.0.0.1:5432/login"
+        );
+        assert_eq!(redact("sqlite://data/x.db"), "sqlite://data/x.db");
+    }
+
+    #[tokio::test]
+    async fn fresh_database_is_migrated_to_the_latest_version() {
+        let pool = connect_default("sqlite::memory:").await.unwrap();
+        let status = schema_status(&pool).await.unwrap();
+        assert!(status.is_current(), "{status:?}");
+        assert_eq!(status.applied, Some(status.latest));
+    }
+
+    #[tokio::test]
+    async fn verify_mode_refuses_an_old_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("old.db").display());
+        let config = DatabaseConfig {
+            migrations: MigrationMode::Verify,
+            ..DatabaseConfig::default()
+        };
+        let error = connect(&url, &config).await.unwrap_err();
+        assert!(error.to_string().contains("db migrate"), "{error}");
+        connect_default(&url).await.unwrap();
+        connect(&url, &config).await.unwrap();
     }
 }

@@ -20,7 +20,7 @@ use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use sqlx::{Row, SqlitePool};
+use sqlx::{AnyPool, Row};
 use tokio::sync::Notify;
 
 use crate::clock::Clock;
@@ -120,14 +120,14 @@ pub struct NewEmail<'a> {
 
 /// Adds an email to the queue inside the caller's transaction.
 pub async fn enqueue(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     email: &NewEmail<'_>,
     now: i64,
 ) -> Result<String, sqlx::Error> {
     let id = uuid::Uuid::new_v4().to_string();
     sqlx::query(
         "INSERT INTO email_outbox (id, kind, user_id, recipient, subject, body, created_at, next_attempt_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(&id)
     .bind(email.kind)
@@ -157,7 +157,7 @@ pub struct EmailStatus {
 
 /// Sends queued emails: over SMTP when configured, else into the outbox folder.
 pub struct Mailer {
-    pool: SqlitePool,
+    pool: AnyPool,
     config: EmailConfig,
     from: Mailbox,
     smtp: Option<AsyncSmtpTransport<Tokio1Executor>>,
@@ -166,11 +166,7 @@ pub struct Mailer {
 }
 
 impl Mailer {
-    pub fn new(
-        config: &EmailConfig,
-        pool: SqlitePool,
-        clock: Arc<dyn Clock>,
-    ) -> anyhow::Result<Self> {
+    pub fn new(config: &EmailConfig, pool: AnyPool, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         let from = config
             .from
             .parse::<Mailbox>()
@@ -209,8 +205,8 @@ impl Mailer {
         let now = self.clock.now();
         let rows = sqlx::query(
             "SELECT id, kind, recipient, subject, body, attempts FROM email_outbox \
-             WHERE sent_at IS NULL AND failed_at IS NULL AND next_attempt_at <= ? \
-             ORDER BY created_at LIMIT ?",
+             WHERE sent_at IS NULL AND failed_at IS NULL AND next_attempt_at <= $1 \
+             ORDER BY created_at LIMIT $2",
         )
         .bind(now)
         .bind(BATCH)
@@ -235,7 +231,7 @@ impl Mailer {
                 Ok(where_to) => {
                     // The body can hold a temporary password, so it is not kept once sent.
                     sqlx::query(
-                        "UPDATE email_outbox SET sent_at = ?, attempts = attempts + 1, body = '', last_error = NULL WHERE id = ?",
+                        "UPDATE email_outbox SET sent_at = $1, attempts = attempts + 1, body = '', last_error = NULL WHERE id = $2",
                     )
                     .bind(now)
                     .bind(&id)
@@ -251,7 +247,7 @@ impl Mailer {
                         sqlx::query(
                             // The body can hold a temporary password, so it goes
                             // with the last attempt; the row keeps the record.
-                            "UPDATE email_outbox SET attempts = ?, failed_at = ?, last_error = ?, body = '' WHERE id = ?",
+                            "UPDATE email_outbox SET attempts = $1, failed_at = $2, last_error = $3, body = '' WHERE id = $4",
                         )
                         .bind(attempts)
                         .bind(now)
@@ -263,7 +259,7 @@ impl Mailer {
                     } else {
                         let delay = (FIRST_RETRY_SECONDS << (attempts - 1)).min(MAX_RETRY_SECONDS);
                         sqlx::query(
-                            "UPDATE email_outbox SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE id = ?",
+                            "UPDATE email_outbox SET attempts = $1, next_attempt_at = $2, last_error = $3 WHERE id = $4",
                         )
                         .bind(attempts)
                         .bind(now + delay)
@@ -330,7 +326,7 @@ impl Mailer {
     pub async fn recent(&self, limit: i64) -> anyhow::Result<Vec<EmailStatus>> {
         let rows = sqlx::query(
             "SELECT id, kind, recipient, created_at, attempts, sent_at, failed_at, last_error \
-             FROM email_outbox ORDER BY created_at DESC, id LIMIT ?",
+             FROM email_outbox ORDER BY created_at DESC, id LIMIT $1",
         )
         .bind(limit)
         .fetch_all(&self.pool)

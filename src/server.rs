@@ -10,16 +10,16 @@ use axum_server::tls_rustls::RustlsConfig;
 use crate::config::Config;
 use crate::connector::saml::settings::IdpSettings;
 use crate::directory::SamlStore;
-use crate::directory::sqlite::SqliteDirectory;
+use crate::directory::sql::SqlDirectory;
 use crate::state::AppState;
 use crate::{db, session, web};
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let pool = db::connect_sqlite(&config.database_url).await?;
+    let pool = db::connect(&config.database_url, &config.database).await?;
     if config.ldap.is_some() {
         reject_saved_saml_idp(&pool).await?;
     }
-    let (sessions, session_store) = session::layer(pool.clone(), &config).await?;
+    let (sessions, session_store) = session::layer(pool.clone(), &config);
     let state = AppState::new(config.clone(), pool)?;
     let users = state.users.list().await?;
     let user_count = users.len();
@@ -88,7 +88,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let mut interval = tokio::time::interval(Duration::from_secs(60));
         loop {
             interval.tick().await;
-            limiter.forget_idle();
+            limiter.forget_idle().await;
         }
     });
 
@@ -146,11 +146,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 /// source of authentication next to `[ldap]`. It runs before the state is
 /// built, so a failed start creates no SP key and writes no log line. The
 /// config check has already rejected a `[saml.idp]` table next to `[ldap]`.
-async fn reject_saved_saml_idp(pool: &sqlx::SqlitePool) -> anyhow::Result<()> {
-    let Some(json) = SqliteDirectory::new(pool.clone())
-        .load_idp_settings()
-        .await?
-    else {
+async fn reject_saved_saml_idp(pool: &sqlx::AnyPool) -> anyhow::Result<()> {
+    let Some(json) = SqlDirectory::new(pool.clone()).load_idp_settings().await? else {
         return Ok(());
     };
     let entity_id = serde_json::from_str::<IdpSettings>(&json)

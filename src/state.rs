@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use sqlx::SqlitePool;
+use sqlx::AnyPool;
 use url::Url;
 
 use crate::admin::service::AdminService;
@@ -16,18 +16,18 @@ use crate::connector::oidc::OidcConnector;
 use crate::connector::saml::SamlBroker;
 use crate::credentials::lockout::LockoutPolicy;
 use crate::credentials::password::PasswordHasher;
-use crate::directory::sqlite::SqliteDirectory;
+use crate::directory::sql::SqlDirectory;
 use crate::directory::{AuditEvent, AuditLog, FailureStore, SamlStore, UserStore};
 use crate::email::Mailer;
 use crate::provider::Provider;
-use crate::provider::store::SqliteProviderStore;
-use crate::scim::sqlite::SqliteScimStore;
+use crate::provider::store::SqlProviderStore;
+use crate::scim::sql::SqlScimStore;
 use crate::scim::store::ScimStore;
 use crate::web::rate_limit::IpRateLimiter;
 
 #[derive(Clone)]
 pub struct AppState {
-    pub pool: SqlitePool,
+    pub pool: AnyPool,
     pub alarms: Arc<AlarmBoard>,
     pub config: Arc<Config>,
     pub public_url: Url,
@@ -54,10 +54,10 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(config: Config, pool: SqlitePool) -> anyhow::Result<Self> {
-        let provider_store = Arc::new(SqliteProviderStore::new(pool.clone()));
-        let directory = Arc::new(SqliteDirectory::new(pool.clone()));
-        let scim = Arc::new(SqliteScimStore::new(pool.clone()));
+    pub fn new(config: Config, pool: AnyPool) -> anyhow::Result<Self> {
+        let provider_store = Arc::new(SqlProviderStore::new(pool.clone()));
+        let directory = Arc::new(SqlDirectory::new(pool.clone()));
+        let scim = Arc::new(SqlScimStore::new(pool.clone()));
         let passwords = PasswordHasher::new(&config.password)?;
         let public_url = config.public_url();
         let saml = SamlBroker::new(&config.saml, &public_url, directory.clone())?;
@@ -87,7 +87,7 @@ impl AppState {
         );
         Ok(Self {
             alarms,
-            pool,
+            pool: pool.clone(),
             mailer,
             admin: Arc::new(admin),
             provider: Arc::new(provider),
@@ -106,7 +106,7 @@ impl AppState {
             )),
             passwords,
             lockout: LockoutPolicy::from(&config.lockout),
-            rate_limiter: IpRateLimiter::new(&config.rate_limit),
+            rate_limiter: IpRateLimiter::new(&config.rate_limit, pool.clone()),
             clock,
             config: Arc::new(config),
         })

@@ -8,7 +8,14 @@ use crate::config::{LogConfig, LogFormat};
 pub fn init(config: &LogConfig) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.filter))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+        .unwrap_or_else(|_| EnvFilter::new("info"))
+        // PostgreSQL reports harmless notices, such as "relation already
+        // exists, skipping" at every start, which would clutter the log.
+        .add_directive(
+            "sqlx::postgres::notice=warn"
+                .parse()
+                .expect("static directive"),
+        );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -40,12 +40,12 @@ impl FromRequestParts<AppState> for AdminUser {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
         let current = CurrentUser::from_request_parts(parts, state).await?;
-        let is_admin: Option<bool> = sqlx::query_scalar("SELECT is_admin FROM users WHERE id = ?")
+        let is_admin: Option<i64> = sqlx::query_scalar("SELECT is_admin FROM users WHERE id = $1")
             .bind(&current.user.id)
             .fetch_optional(&state.pool)
             .await
             .map_err(|error| AppError::Internal(error.into()).into_response())?;
-        if is_admin != Some(true) {
+        if is_admin != Some(1) {
             tracing::warn!(user.id = %current.user.id, "a user without the admin role opened an admin page");
             let page = ErrorPage {
                 title: "Administrators only",

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use sqlx::{Row, SqlitePool};
+use sqlx::{AnyPool, Row};
 use url::Url;
 
 use crate::clock::Clock;
@@ -86,7 +86,7 @@ pub struct ClAuthContext {
 }
 
 pub struct AdminService {
-    pool: SqlitePool,
+    pool: AnyPool,
     users: Arc<dyn UserStore>,
     passwords: PasswordHasher,
     mailer: Arc<Mailer>,
@@ -96,7 +96,7 @@ pub struct AdminService {
 
 impl AdminService {
     pub fn new(
-        pool: SqlitePool,
+        pool: AnyPool,
         users: Arc<dyn UserStore>,
         passwords: PasswordHasher,
         mailer: Arc<Mailer>,
@@ -217,7 +217,7 @@ impl AdminService {
         // Conditional, so that of two concurrent requests only one changes
         // the user and sends an email.
         let updated = sqlx::query(
-            "UPDATE users SET cl_auth_enabled = 1, updated_at = ? WHERE id = ? AND cl_auth_enabled = 0",
+            "UPDATE users SET cl_auth_enabled = 1, updated_at = $1 WHERE id = $2 AND cl_auth_enabled = 0",
         )
         .bind(now)
         .bind(&user.id)
@@ -303,8 +303,8 @@ impl AdminService {
         // CL Auth, so they end with it and cannot come back with a later
         // enable.
         let updated = sqlx::query(
-            "UPDATE users SET cl_auth_enabled = 0, password_hash = ?, must_change_password = 1, \
-             cl_password_hash = NULL, updated_at = ? WHERE id = ? AND cl_auth_enabled = 1",
+            "UPDATE users SET cl_auth_enabled = 0, password_hash = $1, must_change_password = 1, \
+             cl_password_hash = NULL, updated_at = $2 WHERE id = $3 AND cl_auth_enabled = 1",
         )
         .bind(hash)
         .bind(now)
@@ -314,7 +314,7 @@ impl AdminService {
         if updated.rows_affected() == 0 {
             return Ok(false);
         }
-        sqlx::query("UPDATE setup_tokens SET used_at = ? WHERE user_id = ? AND used_at IS NULL")
+        sqlx::query("UPDATE setup_tokens SET used_at = $1 WHERE user_id = $2 AND used_at IS NULL")
             .bind(now)
             .bind(&user.id)
             .execute(&mut *tx)
@@ -411,17 +411,17 @@ impl AdminService {
 
     async fn queue_setup_email(
         &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         user: &User,
         now: i64,
     ) -> anyhow::Result<()> {
-        sqlx::query("UPDATE setup_tokens SET used_at = ? WHERE user_id = ? AND used_at IS NULL")
+        sqlx::query("UPDATE setup_tokens SET used_at = $1 WHERE user_id = $2 AND used_at IS NULL")
             .bind(now)
             .bind(&user.id)
             .execute(&mut **tx)
             .await?;
         let token = random_token();
-        sqlx::query("INSERT INTO setup_tokens (token_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)")
+        sqlx::query("INSERT INTO setup_tokens (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
             .bind(token_digest(&token))
             .bind(&user.id)
             .bind(now)
@@ -460,7 +460,7 @@ impl AdminService {
         let hash = self.passwords.hash(password).await?;
         let mut tx = self.pool.begin().await?;
         let user_id: Option<String> = sqlx::query_scalar(
-            "UPDATE setup_tokens SET used_at = ? WHERE token_hash = ? AND used_at IS NULL AND expires_at > ? \
+            "UPDATE setup_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $3 \
              AND EXISTS (SELECT 1 FROM users u WHERE u.id = setup_tokens.user_id \
              AND u.cl_auth_enabled = 1 AND u.active = 1) RETURNING user_id",
         )
@@ -472,18 +472,18 @@ impl AdminService {
         let Some(user_id) = user_id else {
             return Ok(None);
         };
-        sqlx::query("UPDATE users SET cl_password_hash = ?, updated_at = ? WHERE id = ?")
+        sqlx::query("UPDATE users SET cl_password_hash = $1, updated_at = $2 WHERE id = $3")
             .bind(&hash)
             .bind(now)
             .bind(&user_id)
             .execute(&mut *tx)
             .await?;
-        let login_id: String = sqlx::query_scalar("SELECT login_id FROM users WHERE id = ?")
+        let login_id: String = sqlx::query_scalar("SELECT login_id FROM users WHERE id = $1")
             .bind(&user_id)
             .fetch_one(&mut *tx)
             .await?;
         sqlx::query(
-            "INSERT INTO audit_events (at, kind, outcome, user_id, identifier, detail) VALUES (?, 'cl_auth.setup_completed', 'success', ?, ?, 'Mitel-credentials password set from the account-setup link')",
+            "INSERT INTO audit_events (at, kind, outcome, user_id, identifier, detail) VALUES ($1, 'cl_auth.setup_completed', 'success', $2, $3, 'Mitel-credentials password set from the account-setup link')",
         )
         .bind(now)
         .bind(&user_id)
@@ -497,7 +497,7 @@ impl AdminService {
     /// Returns whether an account-setup link can still be used.
     pub async fn setup_link_valid(&self, token: &str) -> anyhow::Result<bool> {
         let valid: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM setup_tokens WHERE token_hash = ? AND used_at IS NULL AND expires_at > ? \
+            "SELECT 1 FROM setup_tokens WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 \
              AND EXISTS (SELECT 1 FROM users u WHERE u.id = setup_tokens.user_id \
              AND u.cl_auth_enabled = 1 AND u.active = 1)",
         )
@@ -546,9 +546,9 @@ impl AdminService {
         };
         let rows = sqlx::query(
             "SELECT id, at, kind, outcome, user_id, identifier, client_ip, detail FROM audit_events \
-             WHERE (?1 IS NULL OR user_id = ?1 OR (?1 = '' AND identifier = ?2)) \
-             AND (?3 IS NULL OR at >= ?3) AND (?4 IS NULL OR at < ?4) \
-             ORDER BY at DESC, id DESC LIMIT ?5",
+             WHERE ($1 IS NULL OR user_id = $1 OR ($1 = '' AND identifier = $2)) \
+             AND ($3 IS NULL OR at >= $3) AND ($4 IS NULL OR at < $4) \
+             ORDER BY at DESC, id DESC LIMIT $5",
         )
         .bind(&user_id)
         .bind(&query.user)
@@ -600,13 +600,13 @@ pub struct AuditRecord {
 }
 
 async fn audit(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     kind: &str,
     user: Option<&User>,
     detail: &str,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO audit_events (at, kind, outcome, user_id, identifier, detail) VALUES (?, ?, 'success', ?, ?, ?)")
+    sqlx::query("INSERT INTO audit_events (at, kind, outcome, user_id, identifier, detail) VALUES ($1, $2, 'success', $3, $4, $5)")
         .bind(now)
         .bind(kind)
         .bind(user.map(|user| user.id.as_str()))

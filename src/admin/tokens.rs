@@ -2,7 +2,7 @@
 //! each token once; the database keeps only its SHA-256 digest.
 
 use serde::Serialize;
-use sqlx::{Row, SqlitePool};
+use sqlx::{AnyPool, Row};
 
 use crate::provider::tokens::{random_token, token_digest};
 
@@ -19,13 +19,13 @@ pub struct AdminToken {
 }
 
 /// Creates a token named `name` and returns the token itself.
-pub async fn create(pool: &SqlitePool, name: &str, now: i64) -> anyhow::Result<String> {
+pub async fn create(pool: &AnyPool, name: &str, now: i64) -> anyhow::Result<String> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 100 {
         anyhow::bail!("the token name must have 1 to 100 characters");
     }
     let taken: Option<i64> =
-        sqlx::query_scalar("SELECT 1 FROM admin_tokens WHERE name = ? AND revoked_at IS NULL")
+        sqlx::query_scalar("SELECT 1 FROM admin_tokens WHERE name = $1 AND revoked_at IS NULL")
             .bind(name)
             .fetch_optional(pool)
             .await?;
@@ -35,17 +35,19 @@ pub async fn create(pool: &SqlitePool, name: &str, now: i64) -> anyhow::Result<S
         );
     }
     let token = format!("{TOKEN_PREFIX}{}", random_token());
-    sqlx::query("INSERT INTO admin_tokens (id, name, token_hash, created_at) VALUES (?, ?, ?, ?)")
-        .bind(uuid::Uuid::new_v4().to_string())
-        .bind(name)
-        .bind(token_digest(&token))
-        .bind(now)
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "INSERT INTO admin_tokens (id, name, token_hash, created_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(uuid::Uuid::new_v4().to_string())
+    .bind(name)
+    .bind(token_digest(&token))
+    .bind(now)
+    .execute(pool)
+    .await?;
     Ok(token)
 }
 
-pub async fn list(pool: &SqlitePool) -> anyhow::Result<Vec<AdminToken>> {
+pub async fn list(pool: &AnyPool) -> anyhow::Result<Vec<AdminToken>> {
     let rows = sqlx::query("SELECT id, name, created_at, last_used_at, revoked_at FROM admin_tokens ORDER BY created_at, name")
         .fetch_all(pool)
         .await?;
@@ -63,25 +65,22 @@ pub async fn list(pool: &SqlitePool) -> anyhow::Result<Vec<AdminToken>> {
 }
 
 /// Revokes the active token named `name`; returns whether one existed.
-pub async fn revoke(pool: &SqlitePool, name: &str, now: i64) -> anyhow::Result<bool> {
-    let result =
-        sqlx::query("UPDATE admin_tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL")
-            .bind(now)
-            .bind(name.trim())
-            .execute(pool)
-            .await?;
+pub async fn revoke(pool: &AnyPool, name: &str, now: i64) -> anyhow::Result<bool> {
+    let result = sqlx::query(
+        "UPDATE admin_tokens SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL",
+    )
+    .bind(now)
+    .bind(name.trim())
+    .execute(pool)
+    .await?;
     Ok(result.rows_affected() > 0)
 }
 
 /// Returns the name of the active token `token`, recording its use. The
 /// look-up is by digest, so timing reveals nothing about the token itself.
-pub async fn authenticate(
-    pool: &SqlitePool,
-    token: &str,
-    now: i64,
-) -> anyhow::Result<Option<String>> {
+pub async fn authenticate(pool: &AnyPool, token: &str, now: i64) -> anyhow::Result<Option<String>> {
     let name: Option<String> = sqlx::query_scalar(
-        "UPDATE admin_tokens SET last_used_at = ? WHERE token_hash = ? AND revoked_at IS NULL RETURNING name",
+        "UPDATE admin_tokens SET last_used_at = $1 WHERE token_hash = $2 AND revoked_at IS NULL RETURNING name",
     )
     .bind(now)
     .bind(token_digest(token))

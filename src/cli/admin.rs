@@ -11,7 +11,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::credentials::password::PasswordHasher;
 use crate::db;
-use crate::directory::sqlite::SqliteDirectory;
+use crate::directory::sql::SqlDirectory;
 use crate::email::Mailer;
 
 #[derive(Debug, Subcommand)]
@@ -57,7 +57,7 @@ pub enum ReportCommand {
 }
 
 pub async fn run(config: &Config, command: AdminCommand) -> anyhow::Result<()> {
-    let pool = db::connect_sqlite(&config.database_url).await?;
+    let pool = db::connect(&config.database_url, &config.database).await?;
     let now = SystemClock.now();
     let command = match command {
         AdminCommand::Token { command } => command,
@@ -106,11 +106,11 @@ pub async fn report(config: &Config, command: ReportCommand) -> anyhow::Result<(
 /// Builds the admin operations on the configured database, as `serve`
 /// does, for commands that run without the service.
 pub(super) async fn open_service(config: &Config) -> anyhow::Result<AdminService> {
-    let pool = db::connect_sqlite(&config.database_url).await?;
+    let pool = db::connect(&config.database_url, &config.database).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     Ok(AdminService::new(
         pool.clone(),
-        Arc::new(SqliteDirectory::new(pool.clone())),
+        Arc::new(SqlDirectory::new(pool.clone())),
         PasswordHasher::new(&config.password)?,
         Arc::new(Mailer::new(&config.email, pool, clock.clone())?),
         clock,
@@ -118,16 +118,16 @@ pub(super) async fn open_service(config: &Config) -> anyhow::Result<AdminService
     ))
 }
 
-async fn set_role(pool: &sqlx::SqlitePool, command: RoleCommand, now: i64) -> anyhow::Result<()> {
+async fn set_role(pool: &sqlx::AnyPool, command: RoleCommand, now: i64) -> anyhow::Result<()> {
     let (identifier, grant) = match &command {
         RoleCommand::Grant { user } => (user, true),
         RoleCommand::Revoke { user } => (user, false),
     };
     let key = crate::directory::identifier_key(identifier)?;
     let result = sqlx::query(
-        "UPDATE users SET is_admin = ?, updated_at = ? WHERE login_id_key = ? OR email_key = ?",
+        "UPDATE users SET is_admin = $1, updated_at = $2 WHERE login_id_key = $3 OR email_key = $4",
     )
-    .bind(grant)
+    .bind(i64::from(grant))
     .bind(now)
     .bind(&key)
     .bind(&key)
@@ -141,7 +141,7 @@ async fn set_role(pool: &sqlx::SqlitePool, command: RoleCommand, now: i64) -> an
     } else {
         "admin.role_revoked"
     };
-    sqlx::query("INSERT INTO audit_events (at, kind, outcome, identifier, detail) VALUES (?, ?, 'success', ?, 'command line')")
+    sqlx::query("INSERT INTO audit_events (at, kind, outcome, identifier, detail) VALUES ($1, $2, 'success', $3, 'command line')")
         .bind(now)
         .bind(kind)
         .bind(identifier)

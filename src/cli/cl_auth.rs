@@ -9,7 +9,7 @@ use crate::admin::service::{AdminService, ClAuthContext, Outcome, Selection, Use
 use crate::config::Config;
 use crate::connector::saml::settings::IdpSettings;
 use crate::directory::SamlStore;
-use crate::directory::sqlite::SqliteDirectory;
+use crate::directory::sql::SqlDirectory;
 
 #[derive(Debug, Subcommand)]
 pub enum ClAuthCommand {
@@ -127,7 +127,7 @@ fn report(command: &ClAuthCommand, outcomes: &[UserOutcome]) -> anyhow::Result<(
 /// set up and whether CL Auth users get Mitel credentials.
 pub async fn cl_auth_context(
     config: &Config,
-    directory: &SqliteDirectory,
+    directory: &SqlDirectory,
 ) -> anyhow::Result<ClAuthContext> {
     if let Some(oidc) = &config.oidc {
         return Ok(ClAuthContext {

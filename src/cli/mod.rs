@@ -5,6 +5,7 @@
 
 mod admin;
 mod cl_auth;
+mod db;
 mod ldap;
 mod oauth2;
 mod oidc;
@@ -75,6 +76,11 @@ pub enum Command {
         #[command(subcommand)]
         command: scim::ScimCommand,
     },
+    /// Show the database schema version and apply migrations.
+    Db {
+        #[command(subcommand)]
+        command: db::DbCommand,
+    },
     /// Test the on-premises LDAP directory that checks passwords.
     Ldap {
         #[command(subcommand)]
@@ -99,5 +105,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::OAuth2 { command } => oauth2::run(&config, command).await,
         Command::Scim { command } => scim::run(&config, command).await,
         Command::Ldap { command } => ldap::run(&config, command).await,
+        Command::Db { command } => db::run(&config, command).await,
     }
 }

@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::db;
 use crate::provider::clients::{ClientKind, ClientRegistry};
 use crate::provider::keys;
-use crate::provider::store::{ProviderStore, SqliteProviderStore};
+use crate::provider::store::{ProviderStore, SqlProviderStore};
 
 #[derive(Debug, Subcommand)]
 pub enum OAuth2Command {
@@ -22,8 +22,8 @@ pub enum OAuth2Command {
 pub async fn run(config: &Config, command: OAuth2Command) -> anyhow::Result<()> {
     // Checks the client settings before touching the database.
     let clients = ClientRegistry::from_config(&config.oauth2)?;
-    let pool = db::connect_sqlite(&config.database_url).await?;
-    let store = SqliteProviderStore::new(pool);
+    let pool = db::connect(&config.database_url, &config.database).await?;
+    let store = SqlProviderStore::new(pool);
     match command {
         OAuth2Command::Show => show(config, &clients, &store).await,
         OAuth2Command::RotateKey => {
@@ -38,7 +38,7 @@ pub async fn run(config: &Config, command: OAuth2Command) -> anyhow::Result<()> 
 async fn show(
     config: &Config,
     clients: &ClientRegistry,
-    store: &SqliteProviderStore,
+    store: &SqlProviderStore,
 ) -> anyhow::Result<()> {
     let issuer = config.public_url();
     println!("Issuer:     {}", issuer.as_str().trim_end_matches('/'));

@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::connector::saml::SamlBroker;
 use crate::connector::saml::settings::IdpSettings;
 use crate::db;
-use crate::directory::sqlite::SqliteDirectory;
+use crate::directory::sql::SqlDirectory;
 use crate::directory::{AuditEvent, AuditLog, SamlStore};
 
 #[derive(Debug, Subcommand)]
@@ -80,8 +80,8 @@ pub struct SetArgs {
 }
 
 pub async fn run(config: &Config, command: SamlCommand) -> anyhow::Result<()> {
-    let pool = db::connect_sqlite(&config.database_url).await?;
-    let directory = Arc::new(SqliteDirectory::new(pool));
+    let pool = db::connect(&config.database_url, &config.database).await?;
+    let directory = Arc::new(SqlDirectory::new(pool));
     let now = SystemClock.now();
     match command {
         SamlCommand::Show => show(config, directory).await,
@@ -139,7 +139,7 @@ fn reject_while_ldap(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn remove(config: &Config, directory: &SqliteDirectory, now: i64) -> anyhow::Result<()> {
+async fn remove(config: &Config, directory: &SqlDirectory, now: i64) -> anyhow::Result<()> {
     if config.saml.idp.is_some() {
         bail!(
             "the IdP settings come from the [saml.idp] table of the config file; remove the table there"
@@ -240,7 +240,7 @@ fn merge(current: Option<IdpSettings>, args: SetArgs) -> anyhow::Result<IdpSetti
     Ok(settings)
 }
 
-async fn save(directory: &SqliteDirectory, settings: &IdpSettings, now: i64) -> anyhow::Result<()> {
+async fn save(directory: &SqlDirectory, settings: &IdpSettings, now: i64) -> anyhow::Result<()> {
     let certificates = settings
         .validate()
         .context("the IdP settings were not saved")?;
@@ -271,7 +271,7 @@ async fn save(directory: &SqliteDirectory, settings: &IdpSettings, now: i64) -> 
     Ok(())
 }
 
-async fn show(config: &Config, directory: Arc<SqliteDirectory>) -> anyhow::Result<()> {
+async fn show(config: &Config, directory: Arc<SqlDirectory>) -> anyhow::Result<()> {
     let broker = SamlBroker::new(&config.saml, &config.public_url(), directory)?;
     println!("Enter these at the identity provider:");
     println!("  Identifier (SP entity ID):  {}", broker.entity_id());

@@ -17,7 +17,7 @@ use crate::scim::auth::{generate_token, token_digest};
 use crate::scim::error::ScimError;
 use crate::scim::patch::{self, PatchOperation};
 use crate::scim::service::{self, Outcome};
-use crate::scim::sqlite::SqliteScimStore;
+use crate::scim::sql::SqlScimStore;
 use crate::scim::store::{DetainedEntry, Operation, ScimStore};
 
 #[derive(Debug, Subcommand)]
@@ -69,8 +69,8 @@ pub enum DetainedCommand {
 }
 
 pub async fn run(config: &Config, command: ScimCommand) -> anyhow::Result<()> {
-    let pool = db::connect_sqlite(&config.database_url).await?;
-    let store = SqliteScimStore::new(pool);
+    let pool = db::connect(&config.database_url, &config.database).await?;
+    let store = SqlScimStore::new(pool);
     let now = SystemClock.now();
     match command {
         ScimCommand::GenerateKeys => generate_keys(config, &store, now).await,
@@ -100,7 +100,7 @@ fn audit(kind: &'static str, detail: String) -> AuditEvent {
     }
 }
 
-async fn generate_keys(config: &Config, store: &SqliteScimStore, now: i64) -> anyhow::Result<()> {
+async fn generate_keys(config: &Config, store: &SqlScimStore, now: i64) -> anyhow::Result<()> {
     let tenant_url = format!(
         "{}/scim/v2",
         config.public_url().as_str().trim_end_matches('/')
@@ -127,7 +127,7 @@ async fn generate_keys(config: &Config, store: &SqliteScimStore, now: i64) -> an
     Ok(())
 }
 
-async fn disable(store: &SqliteScimStore, now: i64) -> anyhow::Result<()> {
+async fn disable(store: &SqlScimStore, now: i64) -> anyhow::Result<()> {
     if !store
         .delete_token(audit("scim.disable", "command line".to_owned()), now)
         .await?
@@ -140,7 +140,7 @@ async fn disable(store: &SqliteScimStore, now: i64) -> anyhow::Result<()> {
 }
 
 async fn settings(
-    store: &SqliteScimStore,
+    store: &SqlScimStore,
     defer_all: Option<bool>,
     reinitialize: Option<bool>,
     now: i64,
@@ -180,7 +180,7 @@ fn yes_no(value: bool) -> &'static str {
     if value { "yes" } else { "no" }
 }
 
-async fn list(store: &SqliteScimStore) -> anyhow::Result<()> {
+async fn list(store: &SqlScimStore) -> anyhow::Result<()> {
     let entries = store.detained().await?;
     if entries.is_empty() {
         println!("No detained changes.");
@@ -203,13 +203,13 @@ async fn list(store: &SqliteScimStore) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn find(store: &SqliteScimStore, id: i64) -> anyhow::Result<DetainedEntry> {
+async fn find(store: &SqlScimStore, id: i64) -> anyhow::Result<DetainedEntry> {
     store.detained_entry(id).await?.with_context(|| {
         format!("no detained change has the id {id}; see `unified-login scim detained list`")
     })
 }
 
-async fn show(store: &SqliteScimStore, id: i64) -> anyhow::Result<()> {
+async fn show(store: &SqlScimStore, id: i64) -> anyhow::Result<()> {
     let entry = find(store, id).await?;
     println!("id:        {}", entry.id);
     println!("change:    {}", entry.operation.as_str());
@@ -234,7 +234,7 @@ fn scim_error(error: ScimError) -> anyhow::Error {
     }
 }
 
-async fn apply(store: &SqliteScimStore, id: i64, now: i64) -> anyhow::Result<()> {
+async fn apply(store: &SqlScimStore, id: i64, now: i64) -> anyhow::Result<()> {
     find(store, id).await?;
     match service::apply_detained(store, id, now)
         .await
@@ -257,7 +257,7 @@ async fn apply(store: &SqliteScimStore, id: i64, now: i64) -> anyhow::Result<()>
 }
 
 async fn modify(
-    store: &SqliteScimStore,
+    store: &SqlScimStore,
     id: i64,
     assignments: &[String],
     payload_file: Option<&std::path::Path>,
@@ -323,7 +323,7 @@ fn modified_payload(entry: &DetainedEntry, assignments: &[String]) -> anyhow::Re
     Ok(payload)
 }
 
-async fn cancel(store: &SqliteScimStore, id: i64, now: i64) -> anyhow::Result<()> {
+async fn cancel(store: &SqlScimStore, id: i64, now: i64) -> anyhow::Result<()> {
     let entry = find(store, id).await?;
     let event = AuditEvent {
         kind: "scim.detained.cancel",

@@ -11,11 +11,11 @@ use crate::config::Config;
 use crate::credentials::password::{PasswordHasher, check_strength};
 use crate::credentials::{recovery, totp};
 use crate::db;
-use crate::directory::sqlite::SqliteDirectory;
+use crate::directory::sql::SqlDirectory;
 use crate::directory::{
     AuditEvent, AuditLog, NewUser, User, UserStore, identifier_key, parse_email,
 };
-use crate::scim::sqlite::SqliteScimStore;
+use crate::scim::sql::SqlScimStore;
 use crate::scim::store::ScimStore;
 
 #[derive(Debug, Subcommand)]
@@ -58,18 +58,18 @@ pub enum TotpCommand {
 }
 
 pub struct UserContext {
-    pub directory: SqliteDirectory,
-    pub scim: SqliteScimStore,
+    pub directory: SqlDirectory,
+    pub scim: SqlScimStore,
     pub hasher: PasswordHasher,
     pub now: i64,
 }
 
 impl UserContext {
     pub async fn open(config: &Config) -> anyhow::Result<Self> {
-        let pool = db::connect_sqlite(&config.database_url).await?;
+        let pool = db::connect(&config.database_url, &config.database).await?;
         Ok(Self {
-            scim: SqliteScimStore::new(pool.clone()),
-            directory: SqliteDirectory::new(pool),
+            scim: SqlScimStore::new(pool.clone()),
+            directory: SqlDirectory::new(pool),
             hasher: PasswordHasher::new(&config.password)?,
             now: SystemClock.now(),
         })

@@ -3,7 +3,7 @@
 //! not depend on one database engine.
 
 pub mod identifier;
-pub mod sqlite;
+pub mod sql;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};

@@ -6,8 +6,8 @@
 //! on different broker instances sharing the database.
 
 use async_trait::async_trait;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqlitePool};
+use sqlx::any::AnyRow;
+use sqlx::{AnyPool, Row};
 
 use crate::directory::DirectoryError;
 
@@ -135,12 +135,12 @@ pub trait ProviderStore: Send + Sync {
 }
 
 #[derive(Clone)]
-pub struct SqliteProviderStore {
-    pool: SqlitePool,
+pub struct SqlProviderStore {
+    pool: AnyPool,
 }
 
-impl SqliteProviderStore {
-    pub fn new(pool: SqlitePool) -> Self {
+impl SqlProviderStore {
+    pub fn new(pool: AnyPool) -> Self {
         Self { pool }
     }
 }
@@ -148,7 +148,7 @@ impl SqliteProviderStore {
 const GRANT_COLUMNS: &str = "g.id, g.client_id, g.user_id, g.session_id, g.scope, g.nonce, \
      g.auth_time, g.methods, g.created_at, g.expires_at, g.revoked_at";
 
-fn grant_from_row(row: &SqliteRow) -> Result<Grant, sqlx::Error> {
+fn grant_from_row(row: &AnyRow) -> Result<Grant, sqlx::Error> {
     Ok(Grant {
         id: row.try_get("id")?,
         client_id: row.try_get("client_id")?,
@@ -164,7 +164,7 @@ fn grant_from_row(row: &SqliteRow) -> Result<Grant, sqlx::Error> {
     })
 }
 
-fn key_from_row(row: &SqliteRow) -> Result<StoredKey, sqlx::Error> {
+fn key_from_row(row: &AnyRow) -> Result<StoredKey, sqlx::Error> {
     Ok(StoredKey {
         kid: row.try_get("kid")?,
         algorithm: row.try_get("algorithm")?,
@@ -175,7 +175,7 @@ fn key_from_row(row: &SqliteRow) -> Result<StoredKey, sqlx::Error> {
 }
 
 #[async_trait]
-impl ProviderStore for SqliteProviderStore {
+impl ProviderStore for SqlProviderStore {
     async fn signing_keys(&self) -> Result<Vec<StoredKey>, DirectoryError> {
         let rows = sqlx::query(
             "SELECT kid, algorithm, private_key_pem, created_at, retired_at FROM signing_keys \
@@ -192,7 +192,7 @@ impl ProviderStore for SqliteProviderStore {
         sqlx::query("DELETE FROM signing_keys WHERE retired_at IS NOT NULL")
             .execute(&mut *tx)
             .await?;
-        sqlx::query("UPDATE signing_keys SET retired_at = ? WHERE retired_at IS NULL")
+        sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL")
             .bind(now)
             .execute(&mut *tx)
             .await?;
@@ -217,7 +217,7 @@ impl ProviderStore for SqliteProviderStore {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO oauth_grants (id, client_id, user_id, session_id, scope, nonce, auth_time, \
-             methods, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             methods, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&grant.id)
         .bind(&grant.client_id)
@@ -233,7 +233,7 @@ impl ProviderStore for SqliteProviderStore {
         .await?;
         sqlx::query(
             "INSERT INTO oauth_codes (code_hash, grant_id, redirect_uri, code_challenge, expires_at) \
-             VALUES (?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(&code.code_hash)
         .bind(&grant.id)
@@ -253,8 +253,8 @@ impl ProviderStore for SqliteProviderStore {
         now: i64,
     ) -> Result<CodeRedemption, DirectoryError> {
         let spent = sqlx::query(
-            "UPDATE oauth_codes SET used_at = ? WHERE code_hash = ? AND used_at IS NULL \
-             AND EXISTS (SELECT 1 FROM oauth_grants g WHERE g.id = oauth_codes.grant_id AND g.client_id = ?) \
+            "UPDATE oauth_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL \
+             AND EXISTS (SELECT 1 FROM oauth_grants g WHERE g.id = oauth_codes.grant_id AND g.client_id = $3) \
              RETURNING grant_id, redirect_uri, code_challenge, expires_at",
         )
         .bind(now)
@@ -265,7 +265,7 @@ impl ProviderStore for SqliteProviderStore {
         let Some(spent) = spent else {
             let owner = sqlx::query(
                 "SELECT c.grant_id, g.client_id FROM oauth_codes c \
-                 JOIN oauth_grants g ON g.id = c.grant_id WHERE c.code_hash = ?",
+                 JOIN oauth_grants g ON g.id = c.grant_id WHERE c.code_hash = $1",
             )
             .bind(code_hash)
             .fetch_optional(&self.pool)
@@ -298,7 +298,7 @@ impl ProviderStore for SqliteProviderStore {
 
     async fn find_grant(&self, id: &str) -> Result<Option<Grant>, DirectoryError> {
         let row = sqlx::query(&format!(
-            "SELECT {GRANT_COLUMNS} FROM oauth_grants g WHERE g.id = ?"
+            "SELECT {GRANT_COLUMNS} FROM oauth_grants g WHERE g.id = $1"
         ))
         .bind(id)
         .fetch_optional(&self.pool)
@@ -313,7 +313,7 @@ impl ProviderStore for SqliteProviderStore {
         now: i64,
     ) -> Result<(), DirectoryError> {
         sqlx::query(
-            "INSERT INTO oauth_refresh_tokens (token_hash, grant_id, issued_at) VALUES (?, ?, ?)",
+            "INSERT INTO oauth_refresh_tokens (token_hash, grant_id, issued_at) VALUES ($1, $2, $3)",
         )
         .bind(token_hash)
         .bind(grant_id)
@@ -329,7 +329,7 @@ impl ProviderStore for SqliteProviderStore {
     ) -> Result<Option<(Grant, bool)>, DirectoryError> {
         let row = sqlx::query(&format!(
             "SELECT {GRANT_COLUMNS}, t.used_at AS token_used_at FROM oauth_refresh_tokens t \
-             JOIN oauth_grants g ON g.id = t.grant_id WHERE t.token_hash = ?"
+             JOIN oauth_grants g ON g.id = t.grant_id WHERE t.token_hash = $1"
         ))
         .bind(token_hash)
         .fetch_optional(&self.pool)
@@ -349,7 +349,7 @@ impl ProviderStore for SqliteProviderStore {
     ) -> Result<RefreshRotation, DirectoryError> {
         let mut tx = self.pool.begin().await?;
         let grant_id: Option<String> = sqlx::query_scalar(
-            "UPDATE oauth_refresh_tokens SET used_at = ? WHERE token_hash = ? AND used_at IS NULL \
+            "UPDATE oauth_refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL \
              RETURNING grant_id",
         )
         .bind(now)
@@ -360,7 +360,7 @@ impl ProviderStore for SqliteProviderStore {
             return Ok(RefreshRotation::Reused);
         };
         sqlx::query(
-            "INSERT INTO oauth_refresh_tokens (token_hash, grant_id, issued_at) VALUES (?, ?, ?)",
+            "INSERT INTO oauth_refresh_tokens (token_hash, grant_id, issued_at) VALUES ($1, $2, $3)",
         )
         .bind(new_hash)
         .bind(&grant_id)
@@ -373,7 +373,7 @@ impl ProviderStore for SqliteProviderStore {
 
     async fn revoke_grant(&self, id: &str, reason: &str, now: i64) -> Result<bool, DirectoryError> {
         let result = sqlx::query(
-            "UPDATE oauth_grants SET revoked_at = ?, revoked_reason = ? WHERE id = ? AND revoked_at IS NULL",
+            "UPDATE oauth_grants SET revoked_at = $1, revoked_reason = $2 WHERE id = $3 AND revoked_at IS NULL",
         )
         .bind(now)
         .bind(reason)
@@ -390,8 +390,8 @@ impl ProviderStore for SqliteProviderStore {
         now: i64,
     ) -> Result<u64, DirectoryError> {
         let result = sqlx::query(
-            "UPDATE oauth_grants SET revoked_at = ?, revoked_reason = ? \
-             WHERE session_id = ? AND revoked_at IS NULL",
+            "UPDATE oauth_grants SET revoked_at = $1, revoked_reason = $2 \
+             WHERE session_id = $3 AND revoked_at IS NULL",
         )
         .bind(now)
         .bind(reason)
@@ -403,13 +403,13 @@ impl ProviderStore for SqliteProviderStore {
 
     async fn purge_expired(&self, now: i64) -> Result<(), DirectoryError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM oauth_codes WHERE expires_at < ?")
+        sqlx::query("DELETE FROM oauth_codes WHERE expires_at < $1")
             .bind(now)
             .execute(&mut *tx)
             .await?;
         // Revoked grants are kept until they expire, so a late replay of one
         // of their refresh tokens is still recognised as reuse.
-        sqlx::query("DELETE FROM oauth_grants WHERE expires_at < ?")
+        sqlx::query("DELETE FROM oauth_grants WHERE expires_at < $1")
             .bind(now)
             .execute(&mut *tx)
             .await?;
@@ -419,12 +419,12 @@ impl ProviderStore for SqliteProviderStore {
 }
 
 async fn insert_key(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     key: &StoredKey,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO signing_keys (kid, algorithm, private_key_pem, created_at, retired_at) \
-         VALUES (?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(&key.kid)
     .bind(&key.algorithm)

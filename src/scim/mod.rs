@@ -24,7 +24,7 @@ pub mod patch;
 pub mod resources;
 pub mod rules;
 pub mod service;
-pub mod sqlite;
+pub mod sql;
 pub mod store;
 
 use axum::Router;

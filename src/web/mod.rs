@@ -8,6 +8,7 @@ pub mod pages;
 pub mod rate_limit;
 pub mod return_to;
 
+use crate::session::DbSessionStore;
 use axum::extract::State;
 use axum::http::{HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -16,7 +17,6 @@ use axum::{Router, middleware};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use tower_sessions::SessionManagerLayer;
-use tower_sessions_sqlx_store::SqliteStore;
 
 use crate::error::AppError;
 use crate::state::AppState;
@@ -24,9 +24,14 @@ use crate::{account, admin, flow, provider};
 
 const STYLESHEET: &str = include_str!("../../static/style.css");
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const READINESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+/// Longest time one request may take. Database waits are bounded more
+/// tightly (see `[database]`); this catches anything else that stalls, so
+/// no client waits for ever.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Builds the whole application router.
-pub fn app(state: AppState, sessions: SessionManagerLayer<SqliteStore>) -> Router {
+pub fn app(state: AppState, sessions: SessionManagerLayer<DbSessionStore>) -> Router {
     // Layers run outside-in in the reverse order of the `.layer` calls below:
     // request id → trace → security headers → session → rate limit → CSRF → handler.
     let browser = Router::new()
@@ -76,6 +81,10 @@ pub fn app(state: AppState, sessions: SessionManagerLayer<SqliteStore>) -> Route
                 )
             }),
         )
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            REQUEST_TIMEOUT,
+        ))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)
@@ -97,12 +106,20 @@ async fn healthz() -> &'static str {
 }
 
 /// Ready when the database responds, so a load balancer stops sending sign-ins
-/// to an instance whose database is gone.
+/// to an instance whose database is gone. The probe gives up after two
+/// seconds, well within a load balancer's own probe timeout.
 async fn readyz(State(state): State<AppState>) -> Response {
-    match state.users.find_by_key("readiness-probe").await {
-        Ok(_) => (StatusCode::OK, "ready").into_response(),
-        Err(error) => {
+    match tokio::time::timeout(READINESS_TIMEOUT, crate::db::ping(&state.pool)).await {
+        Ok(Ok(())) => (StatusCode::OK, "ready").into_response(),
+        Ok(Err(error)) => {
             tracing::warn!(%error, "readiness check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
+        }
+        Err(_) => {
+            tracing::warn!(
+                timeout_ms = READINESS_TIMEOUT.as_millis() as u64,
+                "readiness check timed out"
+            );
             (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
         }
     }

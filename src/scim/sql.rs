@@ -1,22 +1,23 @@
 //! SQLite implementation of [`ScimStore`].
 
 use async_trait::async_trait;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, AnyPool, Row};
 
 use super::resources::{StoredUser, UserRecord};
 use super::store::{
     Commit, CommitError, DetainedEntry, NewDetained, Operation, ScimStore, Settings, UserWrite,
 };
+use crate::db;
 use crate::directory::{AuditEvent, DirectoryError, identifier_key};
 
 #[derive(Clone)]
-pub struct SqliteScimStore {
-    pool: SqlitePool,
+pub struct SqlScimStore {
+    pool: AnyPool,
 }
 
-impl SqliteScimStore {
-    pub fn new(pool: SqlitePool) -> Self {
+impl SqlScimStore {
+    pub fn new(pool: AnyPool) -> Self {
         Self { pool }
     }
 }
@@ -33,7 +34,7 @@ fn non_empty(text: String) -> Option<String> {
     }
 }
 
-fn user_from_row(row: &SqliteRow) -> Result<StoredUser, sqlx::Error> {
+fn user_from_row(row: &AnyRow) -> Result<StoredUser, sqlx::Error> {
     let login_id: String = row.try_get("login_id")?;
     let scim_user_name: Option<String> = row.try_get("scim_user_name")?;
     Ok(StoredUser {
@@ -42,7 +43,7 @@ fn user_from_row(row: &SqliteRow) -> Result<StoredUser, sqlx::Error> {
             // Users added by hand have no userName yet; their login ID is used instead.
             user_name: scim_user_name.unwrap_or(login_id),
             external_id: row.try_get("scim_external_id")?,
-            active: row.try_get("active")?,
+            active: db::flag(row, "active")?,
             given_name: non_empty(row.try_get("first_name")?),
             family_name: non_empty(row.try_get("last_name")?),
             email: non_empty(row.try_get("email")?),
@@ -62,7 +63,7 @@ fn user_from_row(row: &SqliteRow) -> Result<StoredUser, sqlx::Error> {
     })
 }
 
-fn entry_from_row(row: &SqliteRow) -> Result<DetainedEntry, sqlx::Error> {
+fn entry_from_row(row: &AnyRow) -> Result<DetainedEntry, sqlx::Error> {
     let operation: String = row.try_get("operation")?;
     Ok(DetainedEntry {
         id: row.try_get("id")?,
@@ -88,13 +89,13 @@ fn key_of(field: &'static str, value: &str) -> Result<String, CommitError> {
 /// Returns the id of a user other than `id` whose email, login ID or
 /// userName has `key`.
 async fn other_holder(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     key: &str,
     id: &str,
 ) -> Result<Option<String>, sqlx::Error> {
     sqlx::query_scalar(
-        "SELECT id FROM users WHERE (email_key = ?1 OR login_id_key = ?1 OR scim_user_name_key = ?1) \
-         AND id <> ?2 LIMIT 1",
+        "SELECT id FROM users WHERE (email_key = $1 OR login_id_key = $1 OR scim_user_name_key = $1) \
+         AND id <> $2 LIMIT 1",
     )
     .bind(key)
     .bind(id)
@@ -103,13 +104,13 @@ async fn other_holder(
 }
 
 async fn append_audit(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     event: AuditEvent,
     now: i64,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO audit_events (at, kind, outcome, user_id, identifier, client_ip, detail) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(now)
     .bind(event.kind)
@@ -126,7 +127,7 @@ async fn append_audit(
 /// Checks that the userName and email of `record` belong to no other user,
 /// and returns their keys.
 async fn check_unique(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     id: &str,
     record: &UserRecord,
 ) -> Result<(String, String), CommitError> {
@@ -149,7 +150,7 @@ async fn check_unique(
 }
 
 async fn insert_user(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     id: &str,
     record: &UserRecord,
     now: i64,
@@ -160,8 +161,8 @@ async fn insert_user(
          active, cl_auth_enabled, created_at, updated_at, scim_user_name, scim_user_name_key, \
          scim_external_id, scim_managed, scim_version, role, directory_number, mobile, did, \
          company, street_address, city, postal_code, country) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?9, ?2, ?3, ?10, 1, 1, ?11, ?12, ?13, ?14, \
-         ?15, ?16, ?17, ?18, ?19)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $9, $2, $3, $10, 1, 1, $11, $12, $13, $14, \
+         $15, $16, $17, $18, $19)",
     )
     .bind(id)
     .bind(&record.user_name)
@@ -170,7 +171,7 @@ async fn insert_user(
     .bind(&email_key)
     .bind(record.given_name.as_deref().unwrap_or_default())
     .bind(record.family_name.as_deref().unwrap_or_default())
-    .bind(record.active)
+    .bind(i64::from(record.active))
     .bind(now)
     .bind(&record.external_id)
     .bind(&record.role)
@@ -188,7 +189,7 @@ async fn insert_user(
 }
 
 async fn update_user(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     id: &str,
     record: &UserRecord,
     expected_version: i64,
@@ -196,7 +197,7 @@ async fn update_user(
 ) -> Result<(), CommitError> {
     let current: Option<(i64, String, Option<String>)> = sqlx::query_as(
         "SELECT scim_version, login_id_key, scim_user_name_key FROM users \
-         WHERE id = ?1 AND is_admin = 0",
+         WHERE id = $1 AND is_admin = 0",
     )
     .bind(id)
     .fetch_optional(&mut *conn)
@@ -213,21 +214,21 @@ async fn update_user(
     let old_user_name_key = old_user_name_key.unwrap_or_else(|| login_id_key.clone());
     let follow_rename = login_id_key == old_user_name_key;
     sqlx::query(
-        "UPDATE users SET email = ?2, email_key = ?3, first_name = ?4, last_name = ?5, \
-         active = ?6, updated_at = ?7, scim_user_name = ?8, scim_user_name_key = ?9, \
-         scim_external_id = ?10, scim_managed = 1, scim_version = scim_version + 1, role = ?11, \
-         directory_number = ?12, mobile = ?13, did = ?14, company = ?15, street_address = ?16, \
-         city = ?17, postal_code = ?18, country = ?19, \
-         login_id = CASE WHEN ?20 THEN ?8 ELSE login_id END, \
-         login_id_key = CASE WHEN ?20 THEN ?9 ELSE login_id_key END \
-         WHERE id = ?1 AND is_admin = 0",
+        "UPDATE users SET email = $2, email_key = $3, first_name = $4, last_name = $5, \
+         active = $6, updated_at = $7, scim_user_name = $8, scim_user_name_key = $9, \
+         scim_external_id = $10, scim_managed = 1, scim_version = scim_version + 1, role = $11, \
+         directory_number = $12, mobile = $13, did = $14, company = $15, street_address = $16, \
+         city = $17, postal_code = $18, country = $19, \
+         login_id = CASE WHEN $20 THEN $8 ELSE login_id END, \
+         login_id_key = CASE WHEN $20 THEN $9 ELSE login_id_key END \
+         WHERE id = $1 AND is_admin = 0",
     )
     .bind(id)
     .bind(record.email.as_deref().unwrap_or_default())
     .bind(&email_key)
     .bind(record.given_name.as_deref().unwrap_or_default())
     .bind(record.family_name.as_deref().unwrap_or_default())
-    .bind(record.active)
+    .bind(i64::from(record.active))
     .bind(now)
     .bind(&record.user_name)
     .bind(&user_name_key)
@@ -247,31 +248,30 @@ async fn update_user(
     Ok(())
 }
 
-impl SqliteScimStore {
-    /// Starts a transaction that takes the write lock at once. A deferred
-    /// transaction that reads first would fail with SQLITE_BUSY when another
-    /// connection commits between its read and its write, which concurrent
-    /// provisioning requests do.
+impl SqlScimStore {
+    /// Starts a transaction that takes the write lock at once (see
+    /// `db::begin_write`). Provisioning reads before it writes, and
+    /// concurrent requests from the IdP are common.
     async fn write_transaction(
         &self,
-    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
-        self.pool.begin_with("BEGIN IMMEDIATE").await
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        db::begin_write(&self.pool).await
     }
 
     async fn find_user_in(
-        conn: &mut SqliteConnection,
+        conn: &mut AnyConnection,
         id: &str,
     ) -> Result<Option<StoredUser>, sqlx::Error> {
         // Administrators are out of the IdP's reach: a provisioning token
         // must not be able to rename, deactivate or delete an admin account.
-        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1 AND is_admin = 0");
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1 AND is_admin = 0");
         let row = sqlx::query(&sql).bind(id).fetch_optional(conn).await?;
         row.as_ref().map(user_from_row).transpose()
     }
 }
 
 #[async_trait]
-impl ScimStore for SqliteScimStore {
+impl ScimStore for SqlScimStore {
     async fn token_hash(&self) -> Result<Option<Vec<u8>>, DirectoryError> {
         Ok(
             sqlx::query_scalar("SELECT token_hash FROM scim_token WHERE id = 1")
@@ -288,8 +288,8 @@ impl ScimStore for SqliteScimStore {
     ) -> Result<(), DirectoryError> {
         let mut tx = self.write_transaction().await?;
         sqlx::query(
-            "INSERT INTO scim_token (id, token_hash, created_at) VALUES (1, ?1, ?2) \
-             ON CONFLICT (id) DO UPDATE SET token_hash = ?1, created_at = ?2",
+            "INSERT INTO scim_token (id, token_hash, created_at) VALUES (1, $1, $2) \
+             ON CONFLICT (id) DO UPDATE SET token_hash = $1, created_at = $2",
         )
         .bind(token_hash)
         .bind(now)
@@ -325,8 +325,8 @@ impl ScimStore for SqliteScimStore {
             return Ok(Settings::default());
         };
         Ok(Settings {
-            defer_all: row.try_get("defer_all")?,
-            reinitialize: row.try_get("reinitialize")?,
+            defer_all: db::flag(&row, "defer_all")?,
+            reinitialize: db::flag(&row, "reinitialize")?,
             reinitialize_started_at: row.try_get("reinitialize_started_at")?,
             last_request_at: row.try_get("last_request_at")?,
         })
@@ -335,12 +335,12 @@ impl ScimStore for SqliteScimStore {
     async fn save_settings(&self, settings: Settings, now: i64) -> Result<(), DirectoryError> {
         sqlx::query(
             "INSERT INTO scim_settings (id, defer_all, reinitialize, reinitialize_started_at, \
-             last_request_at, updated_at) VALUES (1, ?1, ?2, ?3, ?4, ?5) \
-             ON CONFLICT (id) DO UPDATE SET defer_all = ?1, reinitialize = ?2, \
-             reinitialize_started_at = ?3, last_request_at = ?4, updated_at = ?5",
+             last_request_at, updated_at) VALUES (1, $1, $2, $3, $4, $5) \
+             ON CONFLICT (id) DO UPDATE SET defer_all = $1, reinitialize = $2, \
+             reinitialize_started_at = $3, last_request_at = $4, updated_at = $5",
         )
-        .bind(settings.defer_all)
-        .bind(settings.reinitialize)
+        .bind(i64::from(settings.defer_all))
+        .bind(i64::from(settings.reinitialize))
         .bind(settings.reinitialize_started_at)
         .bind(settings.last_request_at)
         .bind(now)
@@ -356,8 +356,8 @@ impl ScimStore for SqliteScimStore {
 
     async fn find_by_user_name(&self, key: &str) -> Result<Option<StoredUser>, DirectoryError> {
         let sql = format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE is_admin = 0 AND (scim_user_name_key = ?1 \
-             OR (scim_user_name_key IS NULL AND login_id_key = ?1)) LIMIT 1"
+            "SELECT {USER_COLUMNS} FROM users WHERE is_admin = 0 AND (scim_user_name_key = $1 \
+             OR (scim_user_name_key IS NULL AND login_id_key = $1)) LIMIT 1"
         );
         let row = sqlx::query(&sql)
             .bind(key)
@@ -367,9 +367,8 @@ impl ScimStore for SqliteScimStore {
     }
 
     async fn list_users(&self) -> Result<Vec<StoredUser>, DirectoryError> {
-        let sql = format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE is_admin = 0 ORDER BY created_at, rowid"
-        );
+        let sql =
+            format!("SELECT {USER_COLUMNS} FROM users WHERE is_admin = 0 ORDER BY created_at, id");
         let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
         Ok(rows.iter().map(user_from_row).collect::<Result<_, _>>()?)
     }
@@ -390,7 +389,7 @@ impl ScimStore for SqliteScimStore {
                 Some(id.clone())
             }
             UserWrite::Delete { id } => {
-                let deleted = sqlx::query("DELETE FROM users WHERE id = ?1 AND is_admin = 0")
+                let deleted = sqlx::query("DELETE FROM users WHERE id = $1 AND is_admin = 0")
                     .bind(id)
                     .execute(&mut *tx)
                     .await?;
@@ -401,7 +400,7 @@ impl ScimStore for SqliteScimStore {
             }
         };
         if let Some(entry) = commit.resolve_detained {
-            sqlx::query("DELETE FROM scim_detained WHERE id = ?1")
+            sqlx::query("DELETE FROM scim_detained WHERE id = $1")
                 .bind(entry)
                 .execute(&mut *tx)
                 .await?;
@@ -423,7 +422,7 @@ impl ScimStore for SqliteScimStore {
     ) -> Result<i64, DirectoryError> {
         let mut tx = self.write_transaction().await?;
         let existing: Option<i64> = sqlx::query_scalar(
-            "SELECT id FROM scim_detained WHERE operation = ?1 AND user_id = ?2 AND payload = ?3 \
+            "SELECT id FROM scim_detained WHERE operation = $1 AND user_id = $2 AND payload = $3 \
              ORDER BY id LIMIT 1",
         )
         .bind(entry.operation.as_str())
@@ -433,7 +432,7 @@ impl ScimStore for SqliteScimStore {
         .await?;
         let id = match existing {
             Some(id) => {
-                sqlx::query("UPDATE scim_detained SET reason = ?2, updated_at = ?3 WHERE id = ?1")
+                sqlx::query("UPDATE scim_detained SET reason = $2, updated_at = $3 WHERE id = $1")
                     .bind(id)
                     .bind(&entry.reason)
                     .bind(now)
@@ -444,7 +443,7 @@ impl ScimStore for SqliteScimStore {
             None => {
                 sqlx::query_scalar(
                     "INSERT INTO scim_detained (operation, user_id, user_name, reason, payload, \
-                 created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) RETURNING id",
+                 created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING id",
                 )
                 .bind(entry.operation.as_str())
                 .bind(&entry.user_id)
@@ -476,7 +475,7 @@ impl ScimStore for SqliteScimStore {
     }
 
     async fn detained_entry(&self, id: i64) -> Result<Option<DetainedEntry>, DirectoryError> {
-        let row = sqlx::query("SELECT * FROM scim_detained WHERE id = ?1")
+        let row = sqlx::query("SELECT * FROM scim_detained WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
@@ -485,7 +484,7 @@ impl ScimStore for SqliteScimStore {
 
     async fn pending_create(&self, user_id: &str) -> Result<Option<DetainedEntry>, DirectoryError> {
         let row = sqlx::query(
-            "SELECT * FROM scim_detained WHERE operation = 'create' AND user_id = ?1 ORDER BY id LIMIT 1",
+            "SELECT * FROM scim_detained WHERE operation = 'create' AND user_id = $1 ORDER BY id LIMIT 1",
         )
         .bind(user_id)
         .fetch_optional(&self.pool)
@@ -523,7 +522,7 @@ impl ScimStore for SqliteScimStore {
         now: i64,
     ) -> Result<bool, DirectoryError> {
         let result = sqlx::query(
-            "UPDATE scim_detained SET reason = ?2, payload = ?3, updated_at = ?4 WHERE id = ?1",
+            "UPDATE scim_detained SET reason = $2, payload = $3, updated_at = $4 WHERE id = $1",
         )
         .bind(id)
         .bind(reason)
@@ -541,7 +540,7 @@ impl ScimStore for SqliteScimStore {
         now: i64,
     ) -> Result<bool, DirectoryError> {
         let mut tx = self.write_transaction().await?;
-        let deleted = sqlx::query("DELETE FROM scim_detained WHERE id = ?1")
+        let deleted = sqlx::query("DELETE FROM scim_detained WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)
             .await?

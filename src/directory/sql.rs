@@ -1,8 +1,9 @@
 //! SQLite implementation of the directory traits.
 
+use crate::db;
 use async_trait::async_trait;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqlitePool};
+use sqlx::any::AnyRow;
+use sqlx::{AnyPool, Row};
 
 use super::{
     AuditEvent, AuditLog, DirectoryError, FailureRecord, FailureStore, NewUser, PendingSamlRequest,
@@ -10,12 +11,12 @@ use super::{
 };
 
 #[derive(Clone)]
-pub struct SqliteDirectory {
-    pool: SqlitePool,
+pub struct SqlDirectory {
+    pool: AnyPool,
 }
 
-impl SqliteDirectory {
-    pub fn new(pool: SqlitePool) -> Self {
+impl SqlDirectory {
+    pub fn new(pool: AnyPool) -> Self {
         Self { pool }
     }
 }
@@ -24,7 +25,7 @@ const USER_COLUMNS: &str = "id, login_id, email, first_name, last_name, password
      must_change_password, active, cl_auth_enabled, totp_secret, cl_password_hash, created_at, \
      last_login_at";
 
-fn user_from_row(row: &SqliteRow) -> Result<User, sqlx::Error> {
+fn user_from_row(row: &AnyRow) -> Result<User, sqlx::Error> {
     Ok(User {
         id: row.try_get("id")?,
         login_id: row.try_get("login_id")?,
@@ -32,9 +33,9 @@ fn user_from_row(row: &SqliteRow) -> Result<User, sqlx::Error> {
         first_name: row.try_get("first_name")?,
         last_name: row.try_get("last_name")?,
         password_hash: row.try_get("password_hash")?,
-        must_change_password: row.try_get("must_change_password")?,
-        active: row.try_get("active")?,
-        cl_auth_enabled: row.try_get("cl_auth_enabled")?,
+        must_change_password: db::flag(row, "must_change_password")?,
+        active: db::flag(row, "active")?,
+        cl_auth_enabled: db::flag(row, "cl_auth_enabled")?,
         totp_secret: row.try_get("totp_secret")?,
         cl_password_hash: row.try_get("cl_password_hash")?,
         created_at: row.try_get("created_at")?,
@@ -44,23 +45,23 @@ fn user_from_row(row: &SqliteRow) -> Result<User, sqlx::Error> {
 
 /// Returns the id of the user whose email or login ID already has `key`.
 async fn holder_of_key(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut sqlx::AnyConnection,
     key: &str,
 ) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT id FROM users WHERE email_key = ?1 OR login_id_key = ?1")
+    sqlx::query_scalar("SELECT id FROM users WHERE email_key = $1 OR login_id_key = $1")
         .bind(key)
         .fetch_optional(conn)
         .await
 }
 
 #[async_trait]
-impl UserStore for SqliteDirectory {
+impl UserStore for SqlDirectory {
     async fn find_by_key(&self, key: &str) -> Result<Option<User>, DirectoryError> {
         // An email match wins over a login-ID match, because a user's login ID
         // may equal their own email after the first single sign-on.
         let sql = format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE email_key = ?1 OR login_id_key = ?1 \
-             ORDER BY (email_key = ?1) DESC LIMIT 1"
+            "SELECT {USER_COLUMNS} FROM users WHERE email_key = $1 OR login_id_key = $1 \
+             ORDER BY (email_key = $1) DESC LIMIT 1"
         );
         let row = sqlx::query(&sql)
             .bind(key)
@@ -70,7 +71,7 @@ impl UserStore for SqliteDirectory {
     }
 
     async fn find_by_id(&self, id: &str) -> Result<Option<User>, DirectoryError> {
-        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1");
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
         let row = sqlx::query(&sql)
             .bind(id)
             .fetch_optional(&self.pool)
@@ -106,7 +107,7 @@ impl UserStore for SqliteDirectory {
         sqlx::query(
             "INSERT INTO users (id, login_id, login_id_key, email, email_key, first_name, \
              last_name, password_hash, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
         )
         .bind(&id)
         .bind(user.login_id.trim())
@@ -134,12 +135,12 @@ impl UserStore for SqliteDirectory {
         now: i64,
     ) -> Result<(), DirectoryError> {
         let result = sqlx::query(
-            "UPDATE users SET password_hash = ?2, must_change_password = ?3, updated_at = ?4 \
-             WHERE id = ?1",
+            "UPDATE users SET password_hash = $2, must_change_password = $3, updated_at = $4 \
+             WHERE id = $1",
         )
         .bind(id)
         .bind(password_hash)
-        .bind(must_change)
+        .bind(i64::from(must_change))
         .bind(now)
         .execute(&self.pool)
         .await?;
@@ -158,8 +159,8 @@ impl UserStore for SqliteDirectory {
     ) -> Result<(), DirectoryError> {
         let mut tx = self.pool.begin().await?;
         let result = sqlx::query(
-            "UPDATE users SET totp_secret = ?2, totp_last_step = NULL, updated_at = ?3 \
-             WHERE id = ?1",
+            "UPDATE users SET totp_secret = $2, totp_last_step = NULL, updated_at = $3 \
+             WHERE id = $1",
         )
         .bind(id)
         .bind(secret)
@@ -169,12 +170,12 @@ impl UserStore for SqliteDirectory {
         if result.rows_affected() == 0 {
             return Err(DirectoryError::UnknownUser(id.to_owned()));
         }
-        sqlx::query("DELETE FROM recovery_codes WHERE user_id = ?1")
+        sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1")
             .bind(id)
             .execute(&mut *tx)
             .await?;
         for code_hash in recovery_code_hashes {
-            sqlx::query("INSERT INTO recovery_codes (user_id, code_hash) VALUES (?1, ?2)")
+            sqlx::query("INSERT INTO recovery_codes (user_id, code_hash) VALUES ($1, $2)")
                 .bind(id)
                 .bind(code_hash)
                 .execute(&mut *tx)
@@ -188,8 +189,8 @@ impl UserStore for SqliteDirectory {
         // One conditional UPDATE, so two requests racing with the same code
         // cannot both succeed.
         let result = sqlx::query(
-            "UPDATE users SET totp_last_step = ?2 \
-             WHERE id = ?1 AND (totp_last_step IS NULL OR totp_last_step < ?2)",
+            "UPDATE users SET totp_last_step = $2 \
+             WHERE id = $1 AND (totp_last_step IS NULL OR totp_last_step < $2)",
         )
         .bind(id)
         .bind(step)
@@ -205,8 +206,8 @@ impl UserStore for SqliteDirectory {
         now: i64,
     ) -> Result<bool, DirectoryError> {
         let result = sqlx::query(
-            "UPDATE recovery_codes SET used_at = ?3 \
-             WHERE user_id = ?1 AND code_hash = ?2 AND used_at IS NULL",
+            "UPDATE recovery_codes SET used_at = $3 \
+             WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL",
         )
         .bind(id)
         .bind(code_hash)
@@ -218,7 +219,7 @@ impl UserStore for SqliteDirectory {
 
     async fn remaining_recovery_codes(&self, id: &str) -> Result<u32, DirectoryError> {
         let count: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM recovery_codes WHERE user_id = ?1 AND used_at IS NULL",
+            "SELECT COUNT(*) FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL",
         )
         .bind(id)
         .fetch_one(&self.pool)
@@ -227,7 +228,7 @@ impl UserStore for SqliteDirectory {
     }
 
     async fn find_by_email_key(&self, key: &str) -> Result<Option<User>, DirectoryError> {
-        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE email_key = ?1");
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE email_key = $1");
         let row = sqlx::query(&sql)
             .bind(key)
             .fetch_optional(&self.pool)
@@ -237,8 +238,8 @@ impl UserStore for SqliteDirectory {
 
     async fn spend_temporary_password(&self, id: &str, now: i64) -> Result<bool, DirectoryError> {
         let result = sqlx::query(
-            "UPDATE users SET password_hash = NULL, updated_at = ?2 \
-             WHERE id = ?1 AND must_change_password = 1 AND password_hash IS NOT NULL",
+            "UPDATE users SET password_hash = NULL, updated_at = $2 \
+             WHERE id = $1 AND must_change_password = 1 AND password_hash IS NOT NULL",
         )
         .bind(id)
         .bind(now)
@@ -249,9 +250,9 @@ impl UserStore for SqliteDirectory {
 
     async fn set_cl_auth(&self, id: &str, enabled: bool, now: i64) -> Result<(), DirectoryError> {
         let query =
-            sqlx::query("UPDATE users SET cl_auth_enabled = ?2, updated_at = ?3 WHERE id = ?1")
+            sqlx::query("UPDATE users SET cl_auth_enabled = $2, updated_at = $3 WHERE id = $1")
                 .bind(id)
-                .bind(enabled)
+                .bind(i64::from(enabled))
                 .bind(now);
         self.update_user(id, query).await
     }
@@ -263,7 +264,7 @@ impl UserStore for SqliteDirectory {
         now: i64,
     ) -> Result<(), DirectoryError> {
         let query =
-            sqlx::query("UPDATE users SET cl_password_hash = ?2, updated_at = ?3 WHERE id = ?1")
+            sqlx::query("UPDATE users SET cl_password_hash = $2, updated_at = $3 WHERE id = $1")
                 .bind(id)
                 .bind(password_hash)
                 .bind(now);
@@ -282,7 +283,7 @@ impl UserStore for SqliteDirectory {
             });
         }
         let result = sqlx::query(
-            "UPDATE users SET login_id = ?2, login_id_key = ?3, updated_at = ?4 WHERE id = ?1",
+            "UPDATE users SET login_id = $2, login_id_key = $3, updated_at = $4 WHERE id = $1",
         )
         .bind(id)
         .bind(login_id)
@@ -298,7 +299,7 @@ impl UserStore for SqliteDirectory {
     }
 
     async fn record_login(&self, id: &str, now: i64) -> Result<(), DirectoryError> {
-        sqlx::query("UPDATE users SET last_login_at = ?2 WHERE id = ?1")
+        sqlx::query("UPDATE users SET last_login_at = $2 WHERE id = $1")
             .bind(id)
             .bind(now)
             .execute(&self.pool)
@@ -307,11 +308,11 @@ impl UserStore for SqliteDirectory {
     }
 }
 
-impl SqliteDirectory {
+impl SqlDirectory {
     async fn update_user<'q>(
         &self,
         id: &str,
-        query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+        query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
     ) -> Result<(), DirectoryError> {
         let result = query.execute(&self.pool).await?;
         if result.rows_affected() == 0 {
@@ -322,10 +323,10 @@ impl SqliteDirectory {
 }
 
 #[async_trait]
-impl FailureStore for SqliteDirectory {
+impl FailureStore for SqlDirectory {
     async fn failures(&self, subject_key: &str) -> Result<FailureRecord, DirectoryError> {
         let row =
-            sqlx::query("SELECT failures, locked_until FROM login_failures WHERE subject_key = ?1")
+            sqlx::query("SELECT failures, locked_until FROM login_failures WHERE subject_key = $1")
                 .bind(subject_key)
                 .fetch_optional(&self.pool)
                 .await?;
@@ -347,9 +348,9 @@ impl FailureStore for SqliteDirectory {
     ) -> Result<(), DirectoryError> {
         sqlx::query(
             "INSERT INTO login_failures (subject_key, failures, locked_until, last_failure) \
-             VALUES (?1, ?2, ?3, ?4) \
-             ON CONFLICT (subject_key) DO UPDATE SET failures = ?2, locked_until = ?3, \
-             last_failure = ?4",
+             VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (subject_key) DO UPDATE SET failures = $2, locked_until = $3, \
+             last_failure = $4",
         )
         .bind(subject_key)
         .bind(i64::from(record.failures))
@@ -361,7 +362,7 @@ impl FailureStore for SqliteDirectory {
     }
 
     async fn clear_failures(&self, subject_key: &str) -> Result<(), DirectoryError> {
-        sqlx::query("DELETE FROM login_failures WHERE subject_key = ?1")
+        sqlx::query("DELETE FROM login_failures WHERE subject_key = $1")
             .bind(subject_key)
             .execute(&self.pool)
             .await?;
@@ -370,11 +371,11 @@ impl FailureStore for SqliteDirectory {
 }
 
 #[async_trait]
-impl AuditLog for SqliteDirectory {
+impl AuditLog for SqlDirectory {
     async fn append(&self, event: AuditEvent, now: i64) -> Result<(), DirectoryError> {
         sqlx::query(
             "INSERT INTO audit_events (at, kind, outcome, user_id, identifier, client_ip, detail) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(now)
         .bind(event.kind)
@@ -390,7 +391,7 @@ impl AuditLog for SqliteDirectory {
 }
 
 #[async_trait]
-impl SamlStore for SqliteDirectory {
+impl SamlStore for SqlDirectory {
     async fn load_idp_settings(&self) -> Result<Option<String>, DirectoryError> {
         Ok(
             sqlx::query_scalar("SELECT settings FROM saml_idp_settings WHERE id = 1")
@@ -401,8 +402,8 @@ impl SamlStore for SqliteDirectory {
 
     async fn save_idp_settings(&self, settings_json: &str, now: i64) -> Result<(), DirectoryError> {
         sqlx::query(
-            "INSERT INTO saml_idp_settings (id, settings, updated_at) VALUES (1, ?1, ?2) \
-             ON CONFLICT (id) DO UPDATE SET settings = ?1, updated_at = ?2",
+            "INSERT INTO saml_idp_settings (id, settings, updated_at) VALUES (1, $1, $2) \
+             ON CONFLICT (id) DO UPDATE SET settings = $1, updated_at = $2",
         )
         .bind(settings_json)
         .bind(now)
@@ -426,7 +427,7 @@ impl SamlStore for SqliteDirectory {
         expires_at: i64,
     ) -> Result<(), DirectoryError> {
         sqlx::query(
-            "INSERT INTO saml_requests (id, relay_key, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO saml_requests (id, relay_key, created_at, expires_at) VALUES ($1, $2, $3, $4)",
         )
         .bind(id)
         .bind(relay_key)
@@ -442,7 +443,7 @@ impl SamlStore for SqliteDirectory {
         relay_key: &str,
     ) -> Result<Option<PendingSamlRequest>, DirectoryError> {
         let row = sqlx::query(
-            "SELECT id, expires_at, consumed_at FROM saml_requests WHERE relay_key = ?1",
+            "SELECT id, expires_at, consumed_at FROM saml_requests WHERE relay_key = $1",
         )
         .bind(relay_key)
         .fetch_optional(&self.pool)
@@ -465,8 +466,8 @@ impl SamlStore for SqliteDirectory {
         now: i64,
     ) -> Result<bool, DirectoryError> {
         let result = sqlx::query(
-            "UPDATE saml_requests SET consumed_at = ?5, handoff_key = ?2, handoff_expires_at = ?3, \
-             result = ?4 WHERE id = ?1 AND consumed_at IS NULL AND expires_at > ?5",
+            "UPDATE saml_requests SET consumed_at = $5, handoff_key = $2, handoff_expires_at = $3, \
+             result = $4 WHERE id = $1 AND consumed_at IS NULL AND expires_at > $5",
         )
         .bind(id)
         .bind(handoff_key)
@@ -484,7 +485,7 @@ impl SamlStore for SqliteDirectory {
         now: i64,
     ) -> Result<Option<(String, String)>, DirectoryError> {
         let row = sqlx::query(
-            "UPDATE saml_requests SET handoff_key = NULL WHERE handoff_key = ?1 AND handoff_expires_at > ?2 \
+            "UPDATE saml_requests SET handoff_key = NULL WHERE handoff_key = $1 AND handoff_expires_at > $2 \
              RETURNING id, result",
         )
         .bind(handoff_key)
@@ -506,7 +507,7 @@ impl SamlStore for SqliteDirectory {
         expires_at: i64,
     ) -> Result<bool, DirectoryError> {
         let result = sqlx::query(
-            "INSERT INTO saml_assertions (issuer, assertion_id, expires_at) VALUES (?1, ?2, ?3) \
+            "INSERT INTO saml_assertions (issuer, assertion_id, expires_at) VALUES ($1, $2, $3) \
              ON CONFLICT DO NOTHING",
         )
         .bind(issuer)
@@ -518,12 +519,12 @@ impl SamlStore for SqliteDirectory {
     }
 
     async fn purge_expired(&self, now: i64) -> Result<(), DirectoryError> {
-        sqlx::query("DELETE FROM saml_assertions WHERE expires_at < ?1")
+        sqlx::query("DELETE FROM saml_assertions WHERE expires_at < $1")
             .bind(now)
             .execute(&self.pool)
             .await?;
         // Completed requests stay a day for troubleshooting. Pending ones go at expiry.
-        sqlx::query("DELETE FROM saml_requests WHERE expires_at < ?1 - 86400 OR (consumed_at IS NULL AND expires_at < ?1)")
+        sqlx::query("DELETE FROM saml_requests WHERE expires_at < $1 - 86400 OR (consumed_at IS NULL AND expires_at < $1)")
             .bind(now)
             .execute(&self.pool)
             .await?;
@@ -534,11 +535,10 @@ impl SamlStore for SqliteDirectory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db;
 
-    async fn directory() -> SqliteDirectory {
-        let pool = db::connect_sqlite("sqlite::memory:").await.unwrap();
-        SqliteDirectory::new(pool)
+    async fn directory() -> SqlDirectory {
+        let pool = db::connect_default("sqlite::memory:").await.unwrap();
+        SqlDirectory::new(pool)
     }
 
     fn jane() -> NewUser {
