@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use crate::database::{Database, POSTGRES_ENV};
+
 pub const BINARY: &str = env!("CARGO_BIN_EXE_unified-login");
 pub const PASSWORD: &str = "lantern-orbit-57-cobalt";
 
@@ -47,7 +49,17 @@ pub struct Broker {
     pub certificate_pem: Option<String>,
     pub config_path: PathBuf,
     dir: TempDir,
+    database: Database,
     child: Option<Child>,
+}
+
+/// Returns a command that runs the broker's binary. The broker reads every
+/// `UNIFIED_LOGIN_*` variable as a setting and rejects unknown ones, so the
+/// command leaves out the variable that only the tests read.
+pub fn broker_command() -> Command {
+    let mut command = Command::new(BINARY);
+    command.env_remove(POSTGRES_ENV);
+    command
 }
 
 /// Returns a loopback port that was free a moment ago.
@@ -96,10 +108,11 @@ impl Broker {
             );
             certificate_pem = Some(certified.cert.pem());
         }
+        let database = Database::create(dir.path());
         let config = format!(
             r#"listen = "127.0.0.1:{port}"
 public_url = "{public_url}"
-database_url = "sqlite://{db}"
+database_url = "{database_url}"
 
 [lockout]
 threshold = {threshold}
@@ -119,7 +132,7 @@ parallelism = 1
 filter = "info,unified_login=debug"
 
 {tls_section}"#,
-            db = dir.path().join("broker.db").display(),
+            database_url = database.url(),
             threshold = options.lockout_threshold,
             base = options.lockout_base_seconds,
             per_minute = options.per_ip_per_minute,
@@ -135,6 +148,7 @@ filter = "info,unified_login=debug"
             certificate_pem,
             config_path,
             dir,
+            database,
             child: None,
         }
     }
@@ -142,7 +156,7 @@ filter = "info,unified_login=debug"
     /// Starts `unified-login serve` and waits until it listens.
     pub fn serve(&mut self) {
         let log = std::fs::File::create(self.dir.path().join("serve.log")).expect("log file");
-        let child = Command::new(BINARY)
+        let child = broker_command()
             .arg("--config")
             .arg(&self.config_path)
             .arg("serve")
@@ -189,6 +203,11 @@ filter = "info,unified_login=debug"
 
     pub fn data_dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Returns the broker's database.
+    pub fn database(&self) -> &Database {
+        &self.database
     }
 
     /// Adds TOML to the end of the config file; call it before `serve`.
@@ -262,7 +281,7 @@ impl Drop for Broker {
 }
 
 pub fn run_cli(config: &Path, dir: &Path, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(BINARY)
+    let mut child = broker_command()
         .arg("--config")
         .arg(config)
         .args(args)

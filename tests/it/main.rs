@@ -6,6 +6,7 @@ mod admin;
 mod browser;
 mod chromium;
 mod cli;
+mod database;
 mod harness;
 mod http_login;
 mod ldap;

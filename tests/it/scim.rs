@@ -1037,15 +1037,36 @@ async fn audit_log_records_changes_without_token() {
     )
     .await;
 
-    let database = scim.broker.data_dir().join("broker.db");
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", database.display()))
-        .await
-        .expect("open the broker's database");
+    let query = "SELECT kind, identifier, detail FROM audit_events ORDER BY id";
     let rows: Vec<(String, Option<String>, Option<String>)> =
-        sqlx::query_as("SELECT kind, identifier, detail FROM audit_events ORDER BY id")
-            .fetch_all(&pool)
-            .await
-            .expect("audit rows");
+        match scim.broker.database().postgres() {
+            None => {
+                let database = scim.broker.database().sqlite_path().expect("a SQLite file");
+                let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", database.display()))
+                    .await
+                    .expect("open the broker's database");
+                sqlx::query_as(query)
+                    .fetch_all(&pool)
+                    .await
+                    .expect("audit rows")
+            }
+            Some(database) => {
+                let text = |value: &Value| value.as_str().map(str::to_owned);
+                database
+                    .query_json(query)
+                    .as_array()
+                    .expect("a JSON array of rows")
+                    .iter()
+                    .map(|row| {
+                        (
+                            text(&row["kind"]).expect("audit event kind"),
+                            text(&row["identifier"]),
+                            text(&row["detail"]),
+                        )
+                    })
+                    .collect()
+            }
+        };
     let kinds: Vec<&str> = rows.iter().map(|(kind, _, _)| kind.as_str()).collect();
     assert_eq!(
         kinds,
