@@ -9,6 +9,7 @@ mod cli;
 mod database;
 mod harness;
 mod http_login;
+mod instances;
 mod ldap;
 mod oidc_browser;
 mod oidc_flow;
