@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use crate::database::{Database, POSTGRES_ENV};
+
 pub const BINARY: &str = env!("CARGO_BIN_EXE_unified-login");
 pub const PASSWORD: &str = "lantern-orbit-57-cobalt";
 
@@ -47,7 +49,19 @@ pub struct Broker {
     pub certificate_pem: Option<String>,
     pub config_path: PathBuf,
     dir: TempDir,
+    database: Database,
+    /// Environment variables for `serve` and the command-line subcommands.
+    env: Vec<(String, String)>,
     child: Option<Child>,
+}
+
+/// Returns a command that runs the broker's binary. The broker reads every
+/// `UNIFIED_LOGIN_*` variable as a setting and rejects unknown ones, so the
+/// command leaves out the variable that only the tests read.
+pub fn broker_command() -> Command {
+    let mut command = Command::new(BINARY);
+    command.env_remove(POSTGRES_ENV);
+    command
 }
 
 /// Returns a loopback port that was free a moment ago.
@@ -96,10 +110,11 @@ impl Broker {
             );
             certificate_pem = Some(certified.cert.pem());
         }
+        let database = Database::create(dir.path());
         let config = format!(
             r#"listen = "127.0.0.1:{port}"
 public_url = "{public_url}"
-database_url = "sqlite://{db}"
+database_url = "{database_url}"
 
 [lockout]
 threshold = {threshold}
@@ -119,7 +134,7 @@ parallelism = 1
 filter = "info,unified_login=debug"
 
 {tls_section}"#,
-            db = dir.path().join("broker.db").display(),
+            database_url = database.url(),
             threshold = options.lockout_threshold,
             base = options.lockout_base_seconds,
             per_minute = options.per_ip_per_minute,
@@ -135,17 +150,82 @@ filter = "info,unified_login=debug"
             certificate_pem,
             config_path,
             dir,
+            database,
+            env: Vec::new(),
             child: None,
         }
     }
 
-    /// Starts `unified-login serve` and waits until it listens.
+    /// Writes the config of a second instance of `first`'s service, without
+    /// starting it: a new folder and port, but the same database, public URL,
+    /// SAML SP key and certificate, and every other setting. Call it once
+    /// `first`'s config is complete, because later changes to it do not
+    /// reach the copy.
+    ///
+    /// `first` must start before the sibling, because it creates the SP key
+    /// pair in its folder at its first start.
+    pub fn prepare_sibling(first: &Broker) -> Self {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let port = free_port();
+        let config = std::fs::read_to_string(&first.config_path).expect("read config");
+        let first_listen = format!("listen = \"127.0.0.1:{}\"\n", first.port);
+        assert!(
+            config.starts_with(&first_listen),
+            "the config of the first broker does not start with {first_listen:?}"
+        );
+        let config = config.replacen(
+            &first_listen,
+            &format!("listen = \"127.0.0.1:{port}\"\n"),
+            1,
+        );
+        let config_path = dir.path().join("unified-login.toml");
+        std::fs::write(&config_path, config).expect("write config");
+
+        // The config leaves the SP key pair at its default path, which is
+        // relative to the working folder, so the sibling gets absolute paths
+        // into the folder of the first broker. A sibling of a sibling
+        // inherits those paths.
+        let mut env = first.env.clone();
+        if env.is_empty() {
+            let certs = first.dir.path().join("certs");
+            env.push((
+                "UNIFIED_LOGIN_SAML__SP_KEY".to_owned(),
+                certs.join("saml-sp.key").display().to_string(),
+            ));
+            env.push((
+                "UNIFIED_LOGIN_SAML__SP_CERTIFICATE".to_owned(),
+                certs.join("saml-sp.crt").display().to_string(),
+            ));
+        }
+
+        let scheme = first.base_url.split_once("://").expect("scheme").0;
+        Self {
+            base_url: format!("{scheme}://127.0.0.1:{port}"),
+            port,
+            certificate_pem: first.certificate_pem.clone(),
+            config_path,
+            dir,
+            database: first.database.clone(),
+            env,
+            child: None,
+        }
+    }
+
+    /// Starts `unified-login serve` and waits until it listens. After
+    /// `stop`, it starts the service again on the same port and database, and
+    /// the log continues in the same file.
     pub fn serve(&mut self) {
-        let log = std::fs::File::create(self.dir.path().join("serve.log")).expect("log file");
-        let child = Command::new(BINARY)
+        assert!(self.child.is_none(), "the broker is already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("serve.log"))
+            .expect("log file");
+        let child = broker_command()
             .arg("--config")
             .arg(&self.config_path)
             .arg("serve")
+            .envs(self.env.iter().map(|(name, value)| (name, value)))
             .current_dir(self.dir.path())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
@@ -153,6 +233,14 @@ filter = "info,unified_login=debug"
             .expect("start unified-login serve");
         self.child = Some(child);
         self.wait_until_ready(self.port);
+    }
+
+    /// Kills the service process and waits until it has exited. The folder,
+    /// config and database stay, so `serve` can start it again.
+    pub fn stop(&mut self) {
+        let mut child = self.child.take().expect("the broker is not running");
+        child.kill().expect("kill unified-login serve");
+        child.wait().expect("wait for unified-login serve");
     }
 
     fn wait_until_ready(&mut self, port: u16) {
@@ -191,6 +279,11 @@ filter = "info,unified_login=debug"
         self.dir.path()
     }
 
+    /// Returns the broker's database, which siblings share.
+    pub fn database(&self) -> &Database {
+        &self.database
+    }
+
     /// Adds TOML to the end of the config file; call it before `serve`.
     pub fn append_config(&self, toml: &str) {
         let mut config = std::fs::read_to_string(&self.config_path).expect("read config");
@@ -201,7 +294,7 @@ filter = "info,unified_login=debug"
 
     /// Runs a command-line subcommand against this broker's config.
     pub fn cli(&self, args: &[&str], stdin: &str) -> Output {
-        run_cli(&self.config_path, self.dir.path(), args, stdin)
+        run_cli_with_env(&self.config_path, self.dir.path(), &self.env, args, stdin)
     }
 
     /// Adds a user with `PASSWORD` and returns nothing; panics on failure.
@@ -262,10 +355,21 @@ impl Drop for Broker {
 }
 
 pub fn run_cli(config: &Path, dir: &Path, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(BINARY)
+    run_cli_with_env(config, dir, &[], args, stdin)
+}
+
+fn run_cli_with_env(
+    config: &Path,
+    dir: &Path,
+    env: &[(String, String)],
+    args: &[&str],
+    stdin: &str,
+) -> Output {
+    let mut child = broker_command()
         .arg("--config")
         .arg(config)
         .args(args)
+        .envs(env.iter().map(|(name, value)| (name, value)))
         .current_dir(dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -44,7 +44,7 @@ use crate::harness::{Broker, Options, PASSWORD};
 use crate::peers::oidc_provider::{EMAIL_FIELD, JANE, OidcProvider, PASSWORD_FIELD};
 use crate::peers::openid_client::{ClientAuth, OpenidClientRp, RpClient};
 
-const SCOPE: &str = "openid profile email offline_access";
+pub(crate) const SCOPE: &str = "openid profile email offline_access";
 
 const WEB: RpClient = RpClient {
     name: "web",
@@ -54,7 +54,7 @@ const WEB: RpClient = RpClient {
     scope: SCOPE,
 };
 
-const NATIVE: RpClient = RpClient {
+pub(crate) const NATIVE: RpClient = RpClient {
     name: "native",
     client_id: "uc-native",
     client_secret: None,
@@ -73,7 +73,7 @@ const MEETINGS: RpClient = RpClient {
 /// The path of the native client's redirect URI. It is registered as
 /// `http://127.0.0.1/native/callback`, without a port, so that any loopback
 /// port matches it (RFC 8252, section 7.3).
-const NATIVE_CALLBACK_PATH: &str = "/native/callback";
+pub(crate) const NATIVE_CALLBACK_PATH: &str = "/native/callback";
 /// A private-use URI scheme redirect URI of the native client, registered
 /// alongside the loopback one.
 const NATIVE_CUSTOM_SCHEME_URI: &str = "com.example.uc:/oauth/callback";
@@ -465,16 +465,16 @@ fn check_logged_out(result: &Value, setup: &Setup, client: &RpClient) {
 // Direct HTTP requests to the provider
 
 /// The provider's endpoints from its discovery document.
-struct Endpoints {
-    authorization: String,
-    token: String,
-    userinfo: String,
-    jwks: String,
+pub(crate) struct Endpoints {
+    pub(crate) authorization: String,
+    pub(crate) token: String,
+    pub(crate) userinfo: String,
+    pub(crate) jwks: String,
 }
 
 /// Returns an HTTP client that follows no redirects and ignores proxy
 /// settings, because every request goes to loopback.
-fn http_client() -> reqwest::Client {
+pub(crate) fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(Policy::none())
         .no_proxy()
@@ -512,7 +512,7 @@ async fn discover(http: &reqwest::Client, broker: &Broker) -> Endpoints {
 
 /// Posts `form` to the token endpoint with `client`'s authentication and
 /// returns the status, the `Cache-Control` header and the JSON body.
-async fn token_request(
+pub(crate) async fn token_request(
     http: &reqwest::Client,
     endpoints: &Endpoints,
     client: &RpClient,
@@ -552,7 +552,7 @@ async fn token_request(
 }
 
 /// Sends `grant_type=refresh_token` and returns the status and JSON body.
-async fn refresh(
+pub(crate) async fn refresh(
     http: &reqwest::Client,
     endpoints: &Endpoints,
     client: &RpClient,
@@ -572,7 +572,7 @@ async fn refresh(
 }
 
 /// Sends a userinfo request with `access_token` and returns the status.
-async fn userinfo_status(
+pub(crate) async fn userinfo_status(
     http: &reqwest::Client,
     endpoints: &Endpoints,
     access_token: &str,
@@ -684,14 +684,14 @@ fn random_token() -> String {
 /// A loopback HTTP server on a random port that plays the native app's
 /// redirect URI: it records the query of each `GET /native/callback` and
 /// shows a plain page.
-struct LoopbackRedirect {
-    redirect_uri: String,
+pub(crate) struct LoopbackRedirect {
+    pub(crate) redirect_uri: String,
     callbacks: mpsc::UnboundedReceiver<HashMap<String, String>>,
     server: JoinHandle<()>,
 }
 
 impl LoopbackRedirect {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a loopback port for the native redirect URI");
@@ -717,7 +717,7 @@ impl LoopbackRedirect {
     }
 
     /// Waits for the next request to the redirect URI and returns its query.
-    async fn next_callback(&mut self) -> HashMap<String, String> {
+    pub(crate) async fn next_callback(&mut self) -> HashMap<String, String> {
         tokio::time::timeout(TIMEOUT, self.callbacks.recv())
             .await
             .unwrap_or_else(|_| panic!("nothing reached {} within {TIMEOUT:?}", self.redirect_uri))
@@ -732,15 +732,15 @@ impl Drop for LoopbackRedirect {
 }
 
 /// One authorization request of the native client, with PKCE.
-struct NativeAuthorization {
+pub(crate) struct NativeAuthorization {
     state: String,
-    nonce: String,
-    code_verifier: String,
-    url: String,
+    pub(crate) nonce: String,
+    pub(crate) code_verifier: String,
+    pub(crate) url: String,
 }
 
 impl NativeAuthorization {
-    fn new(endpoints: &Endpoints, redirect_uri: &str, extra: &[(&str, &str)]) -> Self {
+    pub(crate) fn new(endpoints: &Endpoints, redirect_uri: &str, extra: &[(&str, &str)]) -> Self {
         let state = random_token();
         let nonce = random_token();
         let code_verifier = random_token();
@@ -766,7 +766,7 @@ impl NativeAuthorization {
 
     /// Checks the authorization response that reached the redirect URI and
     /// returns its code.
-    fn code_from(&self, callback: &HashMap<String, String>, issuer: &str) -> String {
+    pub(crate) fn code_from(&self, callback: &HashMap<String, String>, issuer: &str) -> String {
         assert_eq!(
             callback.get("error"),
             None,

@@ -5,7 +5,7 @@
 
 use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use data_encoding::{BASE64, HEXLOWER};
@@ -16,7 +16,7 @@ use reqwest::StatusCode;
 use reqwest::header::{CONTENT_SECURITY_POLICY, LOCATION};
 use reqwest::redirect::Policy;
 
-use crate::harness::{BINARY, Broker, Options, PASSWORD, csrf_token, free_port};
+use crate::harness::{Broker, Options, PASSWORD, broker_command, csrf_token, free_port};
 use crate::peers::pysaml2::{self, Pysaml2Idp};
 use crate::peers::simplesamlphp::{self, Signing, SimpleSamlPhp};
 
@@ -1019,7 +1019,7 @@ fn saml_set_names_missing_flags() {
 /// Runs `unified-login serve` with `config` in `dir` and returns its output
 /// once it exits. Panics when it still runs after `SERVE_EXIT_TIMEOUT`.
 pub(crate) fn serve_until_exit(config: &Path, dir: &Path) -> Output {
-    let mut child = Command::new(BINARY)
+    let mut child = broker_command()
         .arg("--config")
         .arg(config)
         .arg("serve")

@@ -1042,8 +1042,7 @@ async fn audit_log_records_changes_without_token() {
     )
     .await;
 
-    let database = scim.broker.data_dir().join("broker.db");
-    let pool = sqlx::AnyPool::connect(&format!("sqlite://{}", database.display()))
+    let pool = unified_login::db::connect_default(&scim.broker.database().url())
         .await
         .expect("open the broker's database");
     let rows: Vec<(String, Option<String>, Option<String>)> =

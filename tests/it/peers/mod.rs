@@ -1,6 +1,7 @@
 //! Third-party identity software that integration tests run on loopback as
 //! peers of the broker, and the helpers that the peer launchers share.
 
+pub mod front_door;
 pub mod oidc_provider;
 pub mod openid_client;
 mod process;
