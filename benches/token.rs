@@ -62,9 +62,7 @@ async fn start() -> Server {
     let pool = db::connect_default(&config.database_url)
         .await
         .expect("database");
-    let (sessions, _) = session::layer(pool.clone(), &config)
-        .await
-        .expect("sessions");
+    let (sessions, _) = session::layer(pool.clone(), &config);
     let state = AppState::new(config, pool).expect("state");
     state
         .provider

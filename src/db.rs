@@ -1,6 +1,6 @@
 //! Database connection and schema migrations.
 //!
-//! SQLite is the embedded default; PostgreSQL lets several instances share
+//! SQLite is the embedded default, and PostgreSQL lets several instances share
 //! one database. Both are reached through sqlx's `Any` driver, so the stores
 //! hold one pool type and write their SQL once: `$1`-style placeholders,
 //! integer flags and Unix-second timestamps, which both engines read alike.
@@ -59,10 +59,10 @@ impl Engine {
 #[serde(rename_all = "lowercase")]
 pub enum MigrationMode {
     /// Apply pending migrations at start-up. On PostgreSQL a lock lets only
-    /// one starting instance migrate; the others wait for it.
+    /// one starting instance migrate while the others wait for it.
     #[default]
     Apply,
-    /// Refuse to start until `unified-login db migrate` has been run, for
+    /// Reject start-up until `unified-login db migrate` has been run, for
     /// deployments that upgrade the schema as a separate step.
     Verify,
 }
@@ -110,7 +110,7 @@ impl SchemaStatus {
 }
 
 /// Opens the database, retrying while it is unreachable, then checks the
-/// schema and applies or refuses pending migrations as `config` says.
+/// schema and applies or rejects pending migrations as `config` sets.
 pub async fn connect(url: &str, config: &DatabaseConfig) -> anyhow::Result<AnyPool> {
     let pool = open_with_retry(url, config).await?;
     match config.migrations {
@@ -133,7 +133,7 @@ pub async fn connect(url: &str, config: &DatabaseConfig) -> anyhow::Result<AnyPo
 }
 
 /// Opens the database at `url` with default settings and applies pending
-/// migrations; for tools and tests that need no retries.
+/// migrations, for tools and tests that need no retries.
 pub async fn connect_default(url: &str) -> anyhow::Result<AnyPool> {
     connect(url, &DatabaseConfig::default()).await
 }
@@ -164,7 +164,7 @@ async fn open_with_retry(url: &str, config: &DatabaseConfig) -> anyhow::Result<A
 }
 
 /// True when the error says the server could not be reached, which a retry
-/// may cure; bad credentials or a bad URL are reported at once.
+/// may cure. Bad credentials or a bad URL are reported at once.
 fn is_unreachable(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
         matches!(
@@ -297,15 +297,28 @@ pub async fn schema_status(pool: &AnyPool) -> anyhow::Result<SchemaStatus> {
 }
 
 /// Starts a transaction that reads before it writes. SQLite takes its write
-/// lock at once, so two such transactions never deadlock upgrading a read
-/// lock; PostgreSQL takes one database-wide advisory lock, so these
-/// transactions run one at a time on every instance, as they do on SQLite.
+/// lock at once: a deferred transaction that reads first fails with
+/// SQLITE_BUSY, which the busy timeout does not retry, when another
+/// connection commits between its read and its write. PostgreSQL locks rows
+/// as they are written, so a plain transaction does.
 pub async fn begin_write(pool: &AnyPool) -> Result<Transaction<'static, Any>, sqlx::Error> {
+    match Engine::of(pool) {
+        Engine::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
+        Engine::Postgres => pool.begin().await,
+    }
+}
+
+/// Starts a transaction that runs alone: it checks something (a free login
+/// ID, an empty key table) and then writes what depends on it. SQLite has one
+/// writer at a time anyway. PostgreSQL takes one database-wide advisory
+/// lock, so these transactions run one at a time on every instance.
+pub async fn begin_exclusive(pool: &AnyPool) -> Result<Transaction<'static, Any>, sqlx::Error> {
     match Engine::of(pool) {
         Engine::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
         Engine::Postgres => {
             let mut transaction = pool.begin().await?;
-            sqlx::query("SELECT pg_advisory_xact_lock(7305402781)")
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(EXCLUSIVE_LOCK_KEY)
                 .execute(&mut *transaction)
                 .await?;
             Ok(transaction)
@@ -313,9 +326,13 @@ pub async fn begin_write(pool: &AnyPool) -> Result<Transaction<'static, Any>, sq
     }
 }
 
+/// The advisory-lock key of `begin_exclusive`, an arbitrary constant that
+/// other applications sharing the server are unlikely to use.
+const EXCLUSIVE_LOCK_KEY: i64 = 0x756e_6966_6965_64;
+
 /// Reads an integer flag column. Both engines store flags as 0 or 1,
 /// because the `Any` driver reads SQLite integers as numbers, never as
-/// booleans; a flag is bound as `i64::from(flag)` for the same reason.
+/// booleans. A flag is bound as `i64::from(flag)` for the same reason.
 pub fn flag(row: &sqlx::any::AnyRow, column: &str) -> Result<bool, sqlx::Error> {
     use sqlx::Row;
     Ok(row.try_get::<i64, _>(column)? != 0)
@@ -406,7 +423,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn verify_mode_refuses_an_old_schema() {
+    async fn verify_mode_rejects_old_schema() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("old.db").display());
         let config = DatabaseConfig {

@@ -31,6 +31,10 @@ const FIRST_RETRY_SECONDS: i64 = 30;
 const MAX_RETRY_SECONDS: i64 = 3_600;
 /// Emails sent per pass of the worker.
 const BATCH: i64 = 20;
+/// Seconds an instance holds an email it is sending. Several instances share
+/// the outbox, and the lease keeps them from sending the same email twice;
+/// when an instance dies mid-send, the email is due again after the lease.
+const SEND_LEASE_SECONDS: i64 = 300;
 
 /// The `[email]` table of the config file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -204,7 +208,7 @@ impl Mailer {
     pub async fn send_due(&self) -> anyhow::Result<usize> {
         let now = self.clock.now();
         let rows = sqlx::query(
-            "SELECT id, kind, recipient, subject, body, attempts FROM email_outbox \
+            "SELECT id, kind, recipient, subject, body, attempts, next_attempt_at FROM email_outbox \
              WHERE sent_at IS NULL AND failed_at IS NULL AND next_attempt_at <= $1 \
              ORDER BY created_at LIMIT $2",
         )
@@ -215,6 +219,20 @@ impl Mailer {
         let mut sent = 0;
         for row in rows {
             let id: String = row.try_get("id")?;
+            let due_at: i64 = row.try_get("next_attempt_at")?;
+            let leased = sqlx::query(
+                "UPDATE email_outbox SET next_attempt_at = $1 \
+                 WHERE id = $2 AND next_attempt_at = $3 AND sent_at IS NULL AND failed_at IS NULL",
+            )
+            .bind(now + SEND_LEASE_SECONDS)
+            .bind(&id)
+            .bind(due_at)
+            .execute(&self.pool)
+            .await?;
+            if leased.rows_affected() != 1 {
+                // Another instance took this email first.
+                continue;
+            }
             let kind: String = row.try_get("kind")?;
             let recipient: String = row.try_get("recipient")?;
             let attempts: i64 = row.try_get("attempts")?;

@@ -184,7 +184,9 @@ async fn saml_housekeeping(state: AppState) {
 /// Reloads the signing keys, so a rotation reaches every instance, and drops
 /// expired grants and codes.
 async fn provider_housekeeping(state: AppState) {
-    let mut reload = tokio::time::interval(Duration::from_secs(60));
+    // Other instances sharing the database may rotate the key, so the JWKS
+    // here catches up within 15 seconds.
+    let mut reload = tokio::time::interval(Duration::from_secs(15));
     let mut purge = tokio::time::interval(Duration::from_secs(300));
     loop {
         tokio::select! {

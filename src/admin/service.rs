@@ -213,7 +213,7 @@ impl AdminService {
         actor: &str,
     ) -> anyhow::Result<bool> {
         let now = self.clock.now();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin_write(&self.pool).await?;
         // Conditional, so that of two concurrent requests only one changes
         // the user and sends an email.
         let updated = sqlx::query(
@@ -298,7 +298,7 @@ impl AdminService {
         actor: &str,
     ) -> anyhow::Result<bool> {
         let now = self.clock.now();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin_write(&self.pool).await?;
         // The Mitel-credentials password and unused setup links belong to
         // CL Auth, so they end with it and cannot come back with a later
         // enable.
@@ -381,7 +381,7 @@ impl AdminService {
         }
         let now = self.clock.now();
         let result: anyhow::Result<()> = async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = crate::db::begin_write(&self.pool).await?;
             self.queue_setup_email(&mut tx, &user, now).await?;
             audit(
                 &mut tx,
@@ -458,7 +458,7 @@ impl AdminService {
     ) -> anyhow::Result<Option<String>> {
         let now = self.clock.now();
         let hash = self.passwords.hash(password).await?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin_write(&self.pool).await?;
         let user_id: Option<String> = sqlx::query_scalar(
             "UPDATE setup_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $3 \
              AND EXISTS (SELECT 1 FROM users u WHERE u.id = setup_tokens.user_id \

@@ -89,7 +89,7 @@ impl UserStore for SqlDirectory {
         let login_id_key = identifier_key(&user.login_id)?;
         let email_key = identifier_key(&user.email)?;
 
-        let mut tx = self.pool.begin().await?;
+        let mut tx = db::begin_exclusive(&self.pool).await?;
         if holder_of_key(&mut tx, &login_id_key).await?.is_some() {
             return Err(DirectoryError::Duplicate {
                 field: "login ID",
@@ -157,7 +157,7 @@ impl UserStore for SqlDirectory {
         recovery_code_hashes: &[String],
         now: i64,
     ) -> Result<(), DirectoryError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = db::begin_write(&self.pool).await?;
         let result = sqlx::query(
             "UPDATE users SET totp_secret = $2, totp_last_step = NULL, updated_at = $3 \
              WHERE id = $1",
@@ -273,7 +273,7 @@ impl UserStore for SqlDirectory {
 
     async fn set_login_id(&self, id: &str, login_id: &str, now: i64) -> Result<(), DirectoryError> {
         let key = identifier_key(login_id)?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = db::begin_exclusive(&self.pool).await?;
         if let Some(holder) = holder_of_key(&mut tx, &key).await?
             && holder != id
         {

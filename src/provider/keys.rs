@@ -52,10 +52,15 @@ impl KeySet {
     }
 }
 
+/// Shortest time between two reloads caused by tokens with an unknown key id,
+/// so that a stream of forged key ids cannot turn into database queries.
+const UNKNOWN_KEY_RELOAD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Keys loaded from the store, shared by all requests and reloaded on schedule.
 pub struct KeyRing {
     store: Arc<dyn ProviderStore>,
     keys: RwLock<Option<Arc<KeySet>>>,
+    last_unknown_key_reload: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl KeyRing {
@@ -63,7 +68,44 @@ impl KeyRing {
         Self {
             store,
             keys: RwLock::new(None),
+            last_unknown_key_reload: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Returns the keys to verify `token` with. A key id this instance has not
+    /// loaded may belong to a key that another instance sharing the database
+    /// has just created, so the keys are reloaded first, at most once every
+    /// few seconds.
+    pub async fn for_token(&self, token: &str) -> anyhow::Result<Arc<KeySet>> {
+        let current = self.current()?;
+        let Some(kid) = jsonwebtoken::decode_header(token)
+            .ok()
+            .and_then(|header| header.kid)
+        else {
+            return Ok(current);
+        };
+        if current.find(&kid).is_some() {
+            return Ok(current);
+        }
+        {
+            let mut last = self
+                .last_unknown_key_reload
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if last.is_some_and(|at| at.elapsed() < UNKNOWN_KEY_RELOAD_INTERVAL) {
+                return Ok(current);
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        let set = Arc::new(key_set(&self.store.signing_keys().await?)?);
+        if set.find(&kid).is_some() {
+            tracing::info!(kid = %kid, "loaded a signing key that another instance created");
+        }
+        *self
+            .keys
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(set.clone());
+        Ok(set)
     }
 
     /// Loads the keys, creating the first one when the store has none.
@@ -214,5 +256,42 @@ mod tests {
         assert_eq!(set.published.len(), 2);
         assert!(set.find(&old.kid).is_some());
         assert_eq!(set.jwks()["keys"].as_array().unwrap().len(), 2);
+    }
+
+    fn token_signed_by(key: &SigningKey) -> String {
+        let mut header = jsonwebtoken::Header::new(SIGNING_ALGORITHM);
+        header.kid = Some(key.kid.clone());
+        jsonwebtoken::encode(&header, &json!({"sub": "x"}), &key.encoding).unwrap()
+    }
+
+    #[tokio::test]
+    async fn unknown_key_id_reloads_once() {
+        let pool = crate::db::connect_default("sqlite::memory:").await.unwrap();
+        let store: Arc<dyn ProviderStore> =
+            Arc::new(crate::provider::store::SqlProviderStore::new(pool));
+        let this_instance = KeyRing::new(store.clone());
+        this_instance.load(1).await.unwrap();
+        let before = this_instance.current().unwrap().current.kid.clone();
+
+        // Another instance rotates the key and signs with the new one.
+        let new_kid = rotate(store.as_ref(), 2).await.unwrap();
+        let other_instance = KeyRing::new(store.clone());
+        other_instance.load(3).await.unwrap();
+        let token = token_signed_by(&other_instance.current().unwrap().current);
+
+        let keys = this_instance.for_token(&token).await.unwrap();
+        assert!(keys.find(&new_kid).is_some(), "the new key was not loaded");
+        assert!(
+            keys.find(&before).is_some(),
+            "the previous key is still published"
+        );
+
+        // A second unknown key id within the interval reads nothing.
+        let stranger = signing_key(&generate(4).unwrap()).unwrap();
+        let keys = this_instance
+            .for_token(&token_signed_by(&stranger))
+            .await
+            .unwrap();
+        assert!(keys.find(&stranger.kid).is_none());
     }
 }

@@ -60,7 +60,7 @@ pub async fn start(
     let hint = match params.get("id_token_hint") {
         None => None,
         Some(token) => {
-            let keys = state.provider.keys.current()?;
+            let keys = state.provider.keys.for_token(token).await?;
             // An ID token that has expired still identifies the session it was issued for.
             match verify::<IdClaims>(token, &keys, &state.provider.issuer, "JWT", false) {
                 Ok(claims) => Some(claims),

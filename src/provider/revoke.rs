@@ -34,7 +34,7 @@ pub async fn revoke(
     {
         Some((grant, _)) => Some(grant),
         None => {
-            let keys = provider.keys.current()?;
+            let keys = provider.keys.for_token(token).await?;
             // An expired access token can still be revoked: its grant lives on.
             match verify::<AccessClaims>(token, &keys, &provider.issuer, ACCESS_TOKEN_TYPE, false) {
                 Ok(claims) => provider.store.find_grant(&claims.grant_id).await?,

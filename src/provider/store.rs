@@ -187,7 +187,7 @@ impl ProviderStore for SqlProviderStore {
     }
 
     async fn rotate_signing_key(&self, key: StoredKey, now: i64) -> Result<(), DirectoryError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin_write(&self.pool).await?;
         // Keys retired by an earlier rotation can no longer have live tokens.
         sqlx::query("DELETE FROM signing_keys WHERE retired_at IS NOT NULL")
             .execute(&mut *tx)
@@ -202,7 +202,8 @@ impl ProviderStore for SqlProviderStore {
     }
 
     async fn add_first_signing_key(&self, key: StoredKey) -> Result<(), DirectoryError> {
-        let mut tx = self.pool.begin().await?;
+        // Instances that start together must not each add a first key.
+        let mut tx = crate::db::begin_exclusive(&self.pool).await?;
         let existing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM signing_keys")
             .fetch_one(&mut *tx)
             .await?;
@@ -214,7 +215,7 @@ impl ProviderStore for SqlProviderStore {
     }
 
     async fn create_grant(&self, grant: &Grant, code: &NewCode) -> Result<(), DirectoryError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin_write(&self.pool).await?;
         sqlx::query(
             "INSERT INTO oauth_grants (id, client_id, user_id, session_id, scope, nonce, auth_time, \
              methods, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -347,7 +348,7 @@ impl ProviderStore for SqlProviderStore {
         new_hash: &str,
         now: i64,
     ) -> Result<RefreshRotation, DirectoryError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin_write(&self.pool).await?;
         let grant_id: Option<String> = sqlx::query_scalar(
             "UPDATE oauth_refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL \
              RETURNING grant_id",
@@ -402,7 +403,7 @@ impl ProviderStore for SqlProviderStore {
     }
 
     async fn purge_expired(&self, now: i64) -> Result<(), DirectoryError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin_write(&self.pool).await?;
         sqlx::query("DELETE FROM oauth_codes WHERE expires_at < $1")
             .bind(now)
             .execute(&mut *tx)

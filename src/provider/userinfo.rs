@@ -83,7 +83,7 @@ pub async fn check_access_token(
     token: &str,
     now: i64,
 ) -> Result<(AccessClaims, Grant), OAuthError> {
-    let keys = provider.keys.current()?;
+    let keys = provider.keys.for_token(token).await?;
     let claims: AccessClaims = verify(token, &keys, &provider.issuer, ACCESS_TOKEN_TYPE, true)
         .map_err(|error| {
             let description = match error {

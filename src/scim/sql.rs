@@ -249,13 +249,13 @@ async fn update_user(
 }
 
 impl SqlScimStore {
-    /// Starts a transaction that takes the write lock at once (see
-    /// `db::begin_write`). Provisioning reads before it writes, and
-    /// concurrent requests from the IdP are common.
+    /// Starts a transaction that runs alone (see `db::begin_exclusive`):
+    /// provisioning checks uniqueness before it writes, and the IdP sends
+    /// concurrent requests.
     async fn write_transaction(
         &self,
     ) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
-        db::begin_write(&self.pool).await
+        db::begin_exclusive(&self.pool).await
     }
 
     async fn find_user_in(

@@ -176,7 +176,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn refused_requests_do_not_extend_the_wait() {
+    async fn rejected_requests_keep_the_wait() {
         let limiter = limiter(60, 1).await;
         let now = 9_000_000;
         limiter

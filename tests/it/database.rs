@@ -1,12 +1,14 @@
 //! The database behind each test broker: a SQLite file in the broker's
-//! folder, or a fresh PostgreSQL database when the environment variable
-//! `UNIFIED_LOGIN_TEST_POSTGRES` contains the URL of a PostgreSQL server.
+//! folder, or a fresh PostgreSQL database when `TEST_DATABASE`
+//! is `postgres`.
 //!
-//! That URL names a role that may create databases, for example
-//! `postgres://role:password@127.0.0.1:5432/postgres`. Each broker gets a
-//! database of its own, created and dropped with the `psql` client, so the
-//! test crate needs no PostgreSQL driver. Brokers made with
-//! `Broker::prepare_sibling` share the first broker's database.
+//! `TEST_POSTGRES_URL` holds the URL of a PostgreSQL server and a
+//! role that may create databases, for example
+//! `postgres://role:password@127.0.0.1:5432/postgres`. Tests that need
+//! PostgreSQL itself (such as losing the connection to it) read it even when
+//! the brokers run on SQLite. Each database is created and dropped with the
+//! `psql` client, so the test crate needs no PostgreSQL driver. Brokers made
+//! with `Broker::prepare_sibling` share the first broker's database.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -14,7 +16,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The environment variable with the PostgreSQL server's URL.
-pub const POSTGRES_ENV: &str = "UNIFIED_LOGIN_TEST_POSTGRES";
+pub const POSTGRES_ENV: &str = "TEST_POSTGRES_URL";
+/// The environment variable that puts every test broker on PostgreSQL when
+/// it is `postgres`.
+pub const ENGINE_ENV: &str = "TEST_DATABASE";
+
+/// Returns the URL of the PostgreSQL server for tests, if one is set.
+pub fn postgres_server() -> Option<String> {
+    std::env::var(POSTGRES_ENV)
+        .ok()
+        .filter(|url| !url.is_empty())
+}
 
 /// Maximum wait, in seconds, for `psql` to connect to the server.
 const CONNECT_TIMEOUT_SECONDS: &str = "10";
@@ -31,14 +43,19 @@ pub enum Database {
 
 impl Database {
     /// Creates the database for a new broker whose folder is `dir`: a
-    /// PostgreSQL database when `UNIFIED_LOGIN_TEST_POSTGRES` is set, else
-    /// the path of a SQLite file that the broker creates at its first start.
+    /// PostgreSQL database when `TEST_DATABASE` is `postgres`,
+    /// else the path of a SQLite file that the broker creates at its first
+    /// start.
     pub fn create(dir: &Path) -> Self {
-        match std::env::var(POSTGRES_ENV) {
-            Ok(server_url) if !server_url.is_empty() => {
+        match std::env::var(ENGINE_ENV).as_deref() {
+            Ok("postgres") => {
+                let server_url = postgres_server().unwrap_or_else(|| {
+                    panic!("{ENGINE_ENV} is postgres but {POSTGRES_ENV} names no server")
+                });
                 Self::Postgres(Arc::new(PostgresDatabase::create(&server_url)))
             }
-            _ => Self::Sqlite(dir.join("broker.db")),
+            Ok("sqlite") | Err(_) => Self::Sqlite(dir.join("broker.db")),
+            Ok(other) => panic!("{ENGINE_ENV} must be sqlite or postgres, not {other:?}"),
         }
     }
 
@@ -55,14 +72,6 @@ impl Database {
         match self {
             Self::Sqlite(path) => Some(path),
             Self::Postgres(_) => None,
-        }
-    }
-
-    /// Returns the PostgreSQL database, or `None` for SQLite.
-    pub fn postgres(&self) -> Option<&PostgresDatabase> {
-        match self {
-            Self::Sqlite(_) => None,
-            Self::Postgres(database) => Some(database),
         }
     }
 
@@ -96,7 +105,7 @@ pub struct PostgresDatabase {
 impl PostgresDatabase {
     /// Creates a database with a name that no other test or test run uses.
     /// Panics with `psql`'s output when that fails.
-    fn create(server_url: &str) -> Self {
+    pub fn create(server_url: &str) -> Self {
         let mut url = url::Url::parse(server_url).unwrap_or_else(|error| {
             panic!("{POSTGRES_ENV} is not a valid URL ({error}); expected postgres://role:password@127.0.0.1:5432/postgres")
         });
@@ -127,6 +136,22 @@ impl PostgresDatabase {
 }
 
 impl PostgresDatabase {
+    /// Returns the database's URL with the server's port replaced, for a
+    /// broker that reaches the server through a relay on that port.
+    pub fn url_through(&self, port: u16) -> String {
+        let mut url = url::Url::parse(&self.url).expect("database URL");
+        url.set_port(Some(port)).expect("a URL with a host");
+        url.into()
+    }
+
+    /// Returns the port of the PostgreSQL server.
+    pub fn server_port(&self) -> u16 {
+        url::Url::parse(&self.url)
+            .expect("database URL")
+            .port()
+            .unwrap_or(5432)
+    }
+
     /// Returns the data of every table as `pg_dump --data-only` writes it.
     fn dump(&self) -> Vec<u8> {
         let output = Command::new("pg_dump")

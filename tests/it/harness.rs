@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::database::{Database, POSTGRES_ENV};
+use crate::database::Database;
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_unified-login");
 pub const PASSWORD: &str = "lantern-orbit-57-cobalt";
@@ -26,6 +26,8 @@ pub struct Options {
     pub public_url: Option<String>,
     /// Serve HTTPS with a fresh self-signed certificate for 127.0.0.1.
     pub tls: bool,
+    /// A `database_url` to use in place of the harness's own database.
+    pub database_url: Option<String>,
 }
 
 impl Default for Options {
@@ -38,6 +40,7 @@ impl Default for Options {
             argon2_memory_kib: 1024,
             public_url: None,
             tls: false,
+            database_url: None,
         }
     }
 }
@@ -55,13 +58,9 @@ pub struct Broker {
     child: Option<Child>,
 }
 
-/// Returns a command that runs the broker's binary. The broker reads every
-/// `UNIFIED_LOGIN_*` variable as a setting and rejects unknown ones, so the
-/// command leaves out the variable that only the tests read.
+/// Returns a command that runs the broker's binary.
 pub fn broker_command() -> Command {
-    let mut command = Command::new(BINARY);
-    command.env_remove(POSTGRES_ENV);
-    command
+    Command::new(BINARY)
 }
 
 /// Returns a loopback port that was free a moment ago.
@@ -134,7 +133,10 @@ parallelism = 1
 filter = "info,unified_login=debug"
 
 {tls_section}"#,
-            database_url = database.url(),
+            database_url = options
+                .database_url
+                .clone()
+                .unwrap_or_else(|| database.url()),
             threshold = options.lockout_threshold,
             base = options.lockout_base_seconds,
             per_minute = options.per_ip_per_minute,

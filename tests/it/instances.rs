@@ -4,7 +4,7 @@
 //!
 //! The browser is headless Chromium and the IdP is the pysaml2 peer. Both
 //! instances use the database that the harness picks, so these tests run on
-//! one shared SQLite file, or on PostgreSQL when `UNIFIED_LOGIN_TEST_POSTGRES`
+//! one shared SQLite file, or on PostgreSQL when `TEST_POSTGRES_URL`
 //! is set. When Chromium or the IdP is missing, a test prints a line to
 //! stderr and passes, except under CI, where it fails.
 
@@ -14,7 +14,8 @@ use reqwest::header::{CONTENT_TYPE, LOCATION};
 use serde_json::Value;
 
 use crate::chromium::{Browser, JavaScript};
-use crate::harness::{Broker, Options};
+use crate::harness::{Broker, Options, csrf_token};
+use crate::http_login::WebClient;
 use crate::peers::front_door::{FrontDoor, Instance};
 use crate::peers::pysaml2::{self, Pysaml2Idp};
 use crate::provider_browser::{
@@ -384,4 +385,44 @@ async fn sign_in_survives_restarts() {
         "account page email after the restart"
     );
     browser.close().await;
+}
+
+#[tokio::test]
+async fn rate_limit_shared_between_instances() {
+    let mut a = Broker::prepare(Options {
+        per_ip_per_minute: 1,
+        burst: 2,
+        ..Options::default()
+    });
+    a.serve();
+    let mut b = Broker::prepare_sibling(&a);
+    b.serve();
+
+    let on_a = WebClient::new(&a);
+    let token = csrf_token(&on_a.get("/login").await.body);
+    for attempt in 1..=2 {
+        let page = on_a
+            .post(
+                "/login",
+                &[("csrf_token", &token), ("identifier", "x@example.com")],
+            )
+            .await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER, "attempt {attempt} on A");
+    }
+
+    // The same address has used its burst on A, so B rejects it too.
+    let on_b = WebClient::new(&b);
+    let token = csrf_token(&on_b.get("/login").await.body);
+    let limited = on_b
+        .post(
+            "/login",
+            &[("csrf_token", &token), ("identifier", "x@example.com")],
+        )
+        .await;
+    assert_eq!(
+        limited.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        limited.body
+    );
 }

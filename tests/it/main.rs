@@ -13,6 +13,7 @@ mod instances;
 mod ldap;
 mod oidc_browser;
 mod oidc_flow;
+mod outage;
 mod peers;
 mod provider;
 mod provider_browser;
