@@ -88,7 +88,7 @@ impl UserStore for SqliteDirectory {
         let login_id_key = identifier_key(&user.login_id)?;
         let email_key = identifier_key(&user.email)?;
 
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_transaction().await?;
         if holder_of_key(&mut tx, &login_id_key).await?.is_some() {
             return Err(DirectoryError::Duplicate {
                 field: "login ID",
@@ -272,7 +272,7 @@ impl UserStore for SqliteDirectory {
 
     async fn set_login_id(&self, id: &str, login_id: &str, now: i64) -> Result<(), DirectoryError> {
         let key = identifier_key(login_id)?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_transaction().await?;
         if let Some(holder) = holder_of_key(&mut tx, &key).await?
             && holder != id
         {
@@ -308,6 +308,17 @@ impl UserStore for SqliteDirectory {
 }
 
 impl SqliteDirectory {
+    /// Starts a transaction that takes the write lock at once. A deferred
+    /// transaction that reads first fails with SQLITE_BUSY (code 5 or 517),
+    /// which the busy timeout does not retry, when another connection
+    /// commits between its read and its write, as concurrent first single
+    /// sign-ons do.
+    async fn write_transaction(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await
+    }
+
     async fn update_user<'q>(
         &self,
         id: &str,
@@ -600,6 +611,37 @@ mod tests {
         );
 
         assert_eq!(dir.list().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn concurrent_login_id_changes_succeed() {
+        // A file database, because an in-memory one has a single connection
+        // and so never runs two transactions at once.
+        let folder = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", folder.path().join("directory.db").display());
+        let dir = SqliteDirectory::new(db::connect_sqlite(&url).await.unwrap());
+        let mut users = Vec::new();
+        for index in 0..32 {
+            let user = NewUser {
+                login_id: format!("user{index}"),
+                email: format!("user{index}@example.com"),
+                ..jane()
+            };
+            users.push(dir.create(user, 10).await.unwrap());
+        }
+
+        let mut changes = tokio::task::JoinSet::new();
+        for user in users {
+            let dir = dir.clone();
+            changes.spawn(async move {
+                let result = dir.set_login_id(&user.id, &user.email, 11).await;
+                (user.email, result)
+            });
+        }
+        while let Some(joined) = changes.join_next().await {
+            let (email, result) = joined.unwrap();
+            assert!(result.is_ok(), "{email}: {}", result.unwrap_err());
+        }
     }
 
     #[tokio::test]
