@@ -39,8 +39,8 @@ use support::wrk;
 const USERS: usize = 64;
 const VIRTUAL_USERS: usize = 32;
 const WRK_CONNECTIONS: u32 = 32;
-/// The IdP's Sign-in URL. Nothing listens there: the driver reads the
-/// AuthnRequest from the redirect and answers in place of the IdP.
+/// The IdP's Sign-in URL. Nothing listens there, because the driver reads
+/// the AuthnRequest from the redirect and responds in place of the IdP.
 const IDP_SSO_URL: &str = "http://127.0.0.1:9/placeholder-idp/saml2";
 const PASSWORD: &str = "lantern-orbit-57-cobalt";
 

@@ -20,7 +20,7 @@ pub struct Argon2Settings {
 }
 
 impl Argon2Settings {
-    /// The service's defaults (OWASP's minimum for Argon2id).
+    /// Returns the service's defaults (OWASP's minimum for Argon2id).
     pub fn service_default() -> Self {
         let defaults = unified_login::config::PasswordConfig::default();
         Self {
@@ -30,7 +30,7 @@ impl Argon2Settings {
         }
     }
 
-    /// Cheap settings for benchmarks whose users never type a password.
+    /// Returns cheap settings for benchmarks whose users never type a password.
     pub fn cheap() -> Self {
         Self {
             memory_kib: 1024,
