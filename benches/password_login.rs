@@ -112,7 +112,7 @@ fn main() {
 
     let share = alone.per_second / bound;
     println!(
-        "summary: password logins {:.1}/s = {:.0}% of the argon2id bound {bound:.1}/s ({cpus} threads; goal {:.0}% {}); by CPU time per login {:.0}%; p50 {}, p99 {}; {}",
+        "summary: password logins {:.1}/s = {:.0}% of the argon2id bound {bound:.1}/s ({cpus} threads; goal {:.0}% {}); by CPU time per login {:.0}%; p50 {}, p99 {}; {}{}",
         alone.per_second,
         share * 100.0,
         GOAL_SHARE * 100.0,
@@ -120,7 +120,8 @@ fn main() {
         100.0 * hash_cpu / login_cpu,
         millis(alone.latencies.percentile(50.0)),
         millis(alone.latencies.percentile(99.0)),
-        alone.cpu.describe()
+        alone.cpu.describe(),
+        support::spread_note(bound_before.per_second, bound_after.per_second)
     );
     let verdict = |p99: Duration| if p99 < GOAL_PAGE_P99 { "met" } else { "missed" };
     println!(

@@ -287,8 +287,11 @@ fn main() {
         let cpu_ratio = broker.cpu / peer.rate.cpu;
         let verdict = if ratio >= GOAL_RATIO { "met" } else { "missed" };
         println!(
-            "summary: SAML validation, broker vs {}: {ratio:.1}x ({:.0}/s vs {:.1}/s, one core each; goal {GOAL_RATIO}x {verdict}); per CPU second {cpu_ratio:.1}x",
-            peer.library, broker.wall, peer.rate.wall
+            "summary: SAML validation, broker vs {}: {ratio:.1}x ({:.0}/s vs {:.1}/s, one core each; goal {GOAL_RATIO}x {verdict}); per CPU second {cpu_ratio:.1}x{}",
+            peer.library,
+            broker.wall,
+            peer.rate.wall,
+            support::spread_note(broker_before.wall, broker_after.wall)
         );
     }
 }

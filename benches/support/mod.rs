@@ -27,3 +27,18 @@ pub fn seconds(default: u64) -> u64 {
         .filter(|&value| value > 0)
         .unwrap_or(default)
 }
+
+/// Returns a note for a summary line when two runs of the same measurement
+/// differ by more than 10%, which means the machine's other load changed
+/// during the run, and an empty string otherwise.
+pub fn spread_note(first: f64, second: f64) -> String {
+    let spread = (first - second).abs() / first.max(second);
+    if spread > 0.1 {
+        format!(
+            "; the two runs of the reference differ by {:.0}%, so the machine's other load changed: compare per CPU second",
+            spread * 100.0
+        )
+    } else {
+        String::new()
+    }
+}
