@@ -603,6 +603,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn concurrent_login_id_changes_succeed() {
+        // A file database, because an in-memory one has a single connection
+        // and so never runs two transactions at once.
+        let folder = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", folder.path().join("directory.db").display());
+        let dir = SqlDirectory::new(db::connect_default(&url).await.unwrap());
+        let mut users = Vec::new();
+        for index in 0..32 {
+            let user = NewUser {
+                login_id: format!("user{index}"),
+                email: format!("user{index}@example.com"),
+                ..jane()
+            };
+            users.push(dir.create(user, 10).await.unwrap());
+        }
+
+        let mut changes = tokio::task::JoinSet::new();
+        for user in users {
+            let dir = dir.clone();
+            changes.spawn(async move {
+                let result = dir.set_login_id(&user.id, &user.email, 11).await;
+                (user.email, result)
+            });
+        }
+        while let Some(joined) = changes.join_next().await {
+            let (email, result) = joined.unwrap();
+            assert!(result.is_ok(), "{email}: {}", result.unwrap_err());
+        }
+    }
+
+    #[tokio::test]
     async fn totp_step_is_single_use() {
         let dir = directory().await;
         let user = dir.create(jane(), 10).await.unwrap();

@@ -1,0 +1,353 @@
+//! Local password logins per second over HTTP against the bound that
+//! Argon2id alone sets, and the login page's latency while password
+//! verification keeps the hashing pool busy. All in one run, against the
+//! release binary as a separate process with the default Argon2id
+//! parameters and one hashing worker per core.
+//!
+//! 1. Bound: `argon2` verifications in this process, one thread per CPU,
+//!    with the broker idle. It runs before and after the logins, and the
+//!    bound is the mean of both runs, so that a change in the machine's
+//!    other load during the run shows as a gap between them.
+//! 2. Password logins, 8 virtual users: `GET /login`, `POST /login` with
+//!    the login ID, `GET /login/password`, `POST /login/password`, which
+//!    ends in a redirect to `/account`.
+//! 3. The same logins while a probe in this process requests `GET /login`
+//!    50 times a second (open loop, a new visitor each time), as people
+//!    arrive while others sign in. The page's p99 latency should stay
+//!    under 50 ms.
+//! 4. The same logins while `wrk` (1 thread, 4 connections) requests
+//!    `GET /login` as fast as it can, a second saturating load on top.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use reqwest::StatusCode;
+use tokio::task::JoinSet;
+
+use support::broker::{Argon2Settings, Broker, CookieJar, csrf_token, http_client, send};
+use support::cpu::{Snapshot, Usage};
+use support::stats::{Latencies, millis};
+use support::wrk;
+
+const USERS: usize = 16;
+const VIRTUAL_USERS: usize = 8;
+const PASSWORD: &str = "lantern-orbit-57-cobalt";
+/// Goal for password logins, as a share of the Argon2id bound.
+const GOAL_SHARE: f64 = 0.9;
+/// Goal for the login page's p99 latency while the pool is busy.
+const GOAL_PAGE_P99: Duration = Duration::from_millis(50);
+/// Time between two page requests of the probe: 50 per second.
+const PROBE_INTERVAL: Duration = Duration::from_millis(20);
+
+fn main() {
+    if !support::bench_mode() {
+        println!("password_login: not run outside `cargo bench`");
+        return;
+    }
+    let seconds = support::seconds(10);
+    let settings = Argon2Settings::service_default();
+    let mut broker = Broker::prepare(settings);
+    for user in 0..USERS {
+        broker.add_user(
+            &format!("user{user:03}"),
+            &format!("user{user:03}@contoso.example"),
+            PASSWORD,
+        );
+    }
+    broker.serve();
+    let cpus = support::cpu::machine_cpus();
+    println!(
+        "password_login: Argon2id m={} KiB, t={}, p={}; {cpus} CPUs; {seconds} s per measurement",
+        settings.memory_kib, settings.iterations, settings.parallelism
+    );
+
+    let bound_before = argon2_bound(settings, cpus, seconds);
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let alone = runtime.block_on(password_logins(&broker, seconds, PageLoad::None));
+    report("password logins", &alone);
+    let bound_after = argon2_bound(settings, cpus, seconds);
+    let bound = (bound_before.per_second + bound_after.per_second) / 2.0;
+    println!(
+        "password_login: bound, bare argon2 on {cpus} threads: {bound:.1} verifications/s (runs {:.1} and {:.1})",
+        bound_before.per_second, bound_after.per_second
+    );
+    // CPU time per login against CPU time per hash does not depend on
+    // what else the machine runs meanwhile, unlike the rates.
+    let hash_cpu = (bound_before.cpu_seconds_each + bound_after.cpu_seconds_each) / 2.0;
+    let login_cpu =
+        alone.cpu.broker * alone.cpu.seconds * cpus as f64 / alone.latencies.count() as f64;
+    println!(
+        "password_login: CPU time per verification {}, broker CPU time per password login {} ({:.0}% of it the hash)",
+        millis(Duration::from_secs_f64(hash_cpu)),
+        millis(Duration::from_secs_f64(login_cpu)),
+        100.0 * hash_cpu / login_cpu
+    );
+
+    let probed = runtime.block_on(password_logins(&broker, seconds, PageLoad::Probe));
+    report("password logins with the page probe", &probed);
+    let probe = probed.probe.as_ref().expect("probe latencies");
+    println!(
+        "password_login: GET /login probe alongside, {} requests, p50 {}, p99 {}",
+        probe.count(),
+        millis(probe.percentile(50.0)),
+        millis(probe.percentile(99.0))
+    );
+
+    let page_load = wrk::start(&broker.url("/login"), 1, 4, seconds);
+    let loaded = runtime.block_on(password_logins(&broker, seconds, PageLoad::Wrk(page_load)));
+    report("password logins with wrk on the page", &loaded);
+    let page = loaded.page.as_ref().expect("wrk report");
+    assert_eq!(page.non_success, 0, "GET /login failed under load");
+    println!(
+        "password_login: GET /login alongside {:.0} req/s, p50 {}, p99 {}",
+        page.requests_per_second,
+        millis(page.p50),
+        millis(page.p99)
+    );
+
+    let share = alone.per_second / bound;
+    println!(
+        "summary: password logins {:.1}/s = {:.0}% of the argon2id bound {bound:.1}/s ({cpus} threads; goal {:.0}% {}); by CPU time per login {:.0}%; p50 {}, p99 {}; {}{}",
+        alone.per_second,
+        share * 100.0,
+        GOAL_SHARE * 100.0,
+        if share >= GOAL_SHARE { "met" } else { "missed" },
+        100.0 * hash_cpu / login_cpu,
+        millis(alone.latencies.percentile(50.0)),
+        millis(alone.latencies.percentile(99.0)),
+        alone.cpu.describe(),
+        support::spread_note(bound_before.per_second, bound_after.per_second)
+    );
+    let verdict = |p99: Duration| if p99 < GOAL_PAGE_P99 { "met" } else { "missed" };
+    println!(
+        "summary: login page while passwords saturate the pool, 50 req/s probe: p99 {} (goal < {} {}), p50 {}; logins meanwhile {:.1}/s",
+        millis(probe.percentile(99.0)),
+        millis(GOAL_PAGE_P99),
+        verdict(probe.percentile(99.0)),
+        millis(probe.percentile(50.0)),
+        probed.per_second
+    );
+    println!(
+        "summary: login page while passwords saturate the pool, wrk at full speed: p99 {} (goal < {} {}), p50 {}, {:.0} req/s; logins meanwhile {:.1}/s",
+        millis(page.p99),
+        millis(GOAL_PAGE_P99),
+        verdict(page.p99),
+        millis(page.p50),
+        page.requests_per_second,
+        loaded.per_second
+    );
+}
+
+/// Argon2id verifications per second on all threads, and the CPU time
+/// that one verification takes.
+struct Bound {
+    per_second: f64,
+    cpu_seconds_each: f64,
+}
+
+/// Measures Argon2id verifications with `settings` on `threads` threads at
+/// once: the most password checks these cores can make.
+fn argon2_bound(settings: Argon2Settings, threads: usize, seconds: u64) -> Bound {
+    let params = Params::new(
+        settings.memory_kib,
+        settings.iterations,
+        settings.parallelism,
+        None,
+    )
+    .expect("Argon2 parameters");
+    let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+    let salt = SaltString::from_b64("YmVuY2htYXJrc2FsdDAx").expect("salt");
+    let hash = argon2
+        .hash_password(PASSWORD.as_bytes(), &salt)
+        .expect("hash")
+        .to_string();
+    let deadline = Duration::from_secs(seconds);
+    let ticks_started = support::cpu::process_ticks(std::process::id());
+    let started = Instant::now();
+    let counts: Vec<u64> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let (argon2, hash) = (argon2.clone(), hash.clone());
+                scope.spawn(move || {
+                    let mut count = 0;
+                    while started.elapsed() < deadline {
+                        let parsed = PasswordHash::new(&hash).expect("PHC string");
+                        assert!(argon2.verify_password(PASSWORD.as_bytes(), &parsed).is_ok());
+                        count += 1;
+                    }
+                    count
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| handle.join().expect("thread"))
+            .collect()
+    });
+    let verifications = counts.iter().sum::<u64>() as f64;
+    let ticks = support::cpu::process_ticks(std::process::id()) - ticks_started;
+    Bound {
+        per_second: verifications / started.elapsed().as_secs_f64(),
+        cpu_seconds_each: ticks as f64 / support::cpu::clock_ticks_per_second() / verifications,
+    }
+}
+
+/// Page requests sent alongside the password logins.
+enum PageLoad {
+    None,
+    Probe,
+    Wrk(wrk::WrkRun),
+}
+
+struct LoginRun {
+    per_second: f64,
+    latencies: Latencies,
+    cpu: Usage,
+    probe: Option<Latencies>,
+    page: Option<wrk::WrkReport>,
+}
+
+fn report(label: &str, run: &LoginRun) {
+    println!(
+        "password_login: {label} {:.1}/s ({} logins), p50 {}, p99 {}; {}",
+        run.per_second,
+        run.latencies.count(),
+        millis(run.latencies.percentile(50.0)),
+        millis(run.latencies.percentile(99.0)),
+        run.cpu.describe()
+    );
+}
+
+/// Runs password logins with `VIRTUAL_USERS` virtual users for `seconds`,
+/// with `page_load` alongside.
+async fn password_logins(broker: &Broker, seconds: u64, page_load: PageLoad) -> LoginRun {
+    let http = http_client(VIRTUAL_USERS);
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Snapshot::take(broker.pid());
+    let mut workers = JoinSet::new();
+    for worker in 0..VIRTUAL_USERS {
+        let (http, base_url, stop) = (http.clone(), broker.base_url.clone(), stop.clone());
+        workers.spawn(async move {
+            let mut latencies = Vec::new();
+            let mut user = worker;
+            while !stop.load(Ordering::Relaxed) {
+                latencies.push(password_login(&http, &base_url, user % USERS).await);
+                user += VIRTUAL_USERS;
+            }
+            latencies
+        });
+    }
+    let (probe_task, wrk_run) = match page_load {
+        PageLoad::None => (None, None),
+        PageLoad::Probe => {
+            let (http, base_url, stop) = (http.clone(), broker.base_url.clone(), stop.clone());
+            (
+                Some(tokio::spawn(probe_login_page(http, base_url, stop))),
+                None,
+            )
+        }
+        PageLoad::Wrk(run) => (None, Some(run)),
+    };
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies = Vec::new();
+    while let Some(done) = workers.join_next().await {
+        latencies.extend(done.expect("virtual user"));
+    }
+    let end = Snapshot::take(broker.pid());
+    let probe = match probe_task {
+        Some(task) => Some(Latencies::new(task.await.expect("page probe"))),
+        None => None,
+    };
+    let page = wrk_run.map(|run| tokio::task::block_in_place(|| run.finish()));
+    let cpu = Usage::between(&start, &end);
+    LoginRun {
+        per_second: latencies.len() as f64 / cpu.seconds,
+        latencies: Latencies::new(latencies),
+        cpu,
+        probe,
+        page,
+    }
+}
+
+/// Requests the login page every `PROBE_INTERVAL` without cookies until
+/// `stop` is set, each request in its own task so that a slow response does
+/// not delay the next, and returns the latencies.
+async fn probe_login_page(
+    http: reqwest::Client,
+    base_url: String,
+    stop: Arc<AtomicBool>,
+) -> Vec<Duration> {
+    let mut ticks = tokio::time::interval(PROBE_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut requests = JoinSet::new();
+    while !stop.load(Ordering::Relaxed) {
+        ticks.tick().await;
+        let (http, url) = (http.clone(), format!("{base_url}/login"));
+        requests.spawn(async move {
+            let started = Instant::now();
+            let response = http.get(url).send().await.expect("GET /login");
+            assert_eq!(response.status(), StatusCode::OK, "GET /login");
+            response.bytes().await.expect("login page");
+            started.elapsed()
+        });
+    }
+    let mut latencies = Vec::new();
+    while let Some(latency) = requests.join_next().await {
+        latencies.push(latency.expect("probe request"));
+    }
+    latencies
+}
+
+/// Signs in user `user` with the password and returns the login's latency.
+async fn password_login(http: &reqwest::Client, base_url: &str, user: usize) -> Duration {
+    let mut jar = CookieJar::default();
+    let login_id = format!("user{user:03}");
+    let started = Instant::now();
+    let page = send(&mut jar, http.get(format!("{base_url}/login"))).await;
+    assert_eq!(page.status, StatusCode::OK, "GET /login: {}", page.body);
+    let token = csrf_token(&page.body);
+    let identified = send(
+        &mut jar,
+        http.post(format!("{base_url}/login")).form(&[
+            ("csrf_token", token.as_str()),
+            ("identifier", login_id.as_str()),
+        ]),
+    )
+    .await;
+    assert_eq!(
+        identified.location, "/login/password",
+        "POST /login: {}",
+        identified.body
+    );
+    let form = send(&mut jar, http.get(format!("{base_url}/login/password"))).await;
+    assert_eq!(
+        form.status,
+        StatusCode::OK,
+        "GET /login/password: {}",
+        form.body
+    );
+    let token = csrf_token(&form.body);
+    let signed_in = send(
+        &mut jar,
+        http.post(format!("{base_url}/login/password"))
+            .form(&[("csrf_token", token.as_str()), ("password", PASSWORD)]),
+    )
+    .await;
+    assert_eq!(
+        signed_in.status,
+        StatusCode::SEE_OTHER,
+        "POST /login/password: {}",
+        signed_in.body
+    );
+    assert_eq!(
+        signed_in.location, "/account",
+        "password login redirected elsewhere"
+    );
+    started.elapsed()
+}
