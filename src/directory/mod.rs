@@ -148,6 +148,17 @@ pub trait FailureStore: Send + Sync {
         now: i64,
     ) -> Result<(), DirectoryError>;
     async fn clear_failures(&self, subject_key: &str) -> Result<(), DirectoryError>;
+    /// Replaces the record with `new` only while it still equals `expected`
+    /// (a missing record equals the default one); returns whether it did.
+    async fn replace_failures(
+        &self,
+        subject_key: &str,
+        expected: FailureRecord,
+        new: FailureRecord,
+        now: i64,
+    ) -> Result<bool, DirectoryError>;
+    /// Takes one failure off the count, leaving any lock as it is.
+    async fn forgive_failure(&self, subject_key: &str) -> Result<(), DirectoryError>;
 }
 
 /// One entry of the audit trail. Never carries a password, code or token.

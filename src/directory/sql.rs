@@ -368,6 +368,56 @@ impl FailureStore for SqlDirectory {
             .await?;
         Ok(())
     }
+
+    async fn replace_failures(
+        &self,
+        subject_key: &str,
+        expected: FailureRecord,
+        new: FailureRecord,
+        now: i64,
+    ) -> Result<bool, DirectoryError> {
+        let replaced = if expected == FailureRecord::default() {
+            // No record, or one that a success reset to nothing.
+            sqlx::query(
+                "INSERT INTO login_failures (subject_key, failures, locked_until, last_failure) \
+                 VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (subject_key) DO UPDATE SET failures = $2, locked_until = $3, \
+                 last_failure = $4 \
+                 WHERE login_failures.failures = 0 AND login_failures.locked_until = 0",
+            )
+            .bind(subject_key)
+            .bind(i64::from(new.failures))
+            .bind(new.locked_until)
+            .bind(now)
+            .execute(&self.pool)
+            .await?
+        } else {
+            sqlx::query(
+                "UPDATE login_failures SET failures = $2, locked_until = $3, last_failure = $4 \
+                 WHERE subject_key = $1 AND failures = $5 AND locked_until = $6",
+            )
+            .bind(subject_key)
+            .bind(i64::from(new.failures))
+            .bind(new.locked_until)
+            .bind(now)
+            .bind(i64::from(expected.failures))
+            .bind(expected.locked_until)
+            .execute(&self.pool)
+            .await?
+        };
+        Ok(replaced.rows_affected() == 1)
+    }
+
+    async fn forgive_failure(&self, subject_key: &str) -> Result<(), DirectoryError> {
+        sqlx::query(
+            "UPDATE login_failures SET failures = failures - 1 \
+             WHERE subject_key = $1 AND failures > 0",
+        )
+        .bind(subject_key)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
 }
 
 #[async_trait]

@@ -1,15 +1,85 @@
 //! Failed-attempt bookkeeping shared by the password and code steps.
 
 use super::state::LoginFlow;
-use crate::directory::AuditEvent;
+use crate::directory::{AuditEvent, FailureRecord};
 use crate::error::AppError;
 use crate::state::AppState;
 
-/// Returns the user-facing message when the flow's account is locked.
-pub async fn lock_message(state: &AppState, flow: &LoginFlow) -> Result<Option<String>, AppError> {
-    let record = state.failures.failures(&flow.lockout_key).await?;
-    let remaining = state.lockout.remaining_lock(record, state.clock.now());
-    Ok(remaining.map(locked_text))
+/// Tries before `charge_attempt` gives up on a record that other requests
+/// keep changing.
+const CHARGE_TRIES: usize = 20;
+
+/// One attempt counted as failed before its credential was checked.
+#[derive(Debug, Clone, Copy)]
+pub struct Charge {
+    before: FailureRecord,
+    after: FailureRecord,
+}
+
+/// Counts the attempt as failed before its password or code is checked, and
+/// returns the lock message instead when the account is locked. Parallel
+/// requests each take one of the attempts left or find the lock, so a burst
+/// cannot have more credentials checked than the lockout allows. A right
+/// credential gives the attempt back with `refund`.
+pub async fn charge_attempt(
+    state: &AppState,
+    flow: &LoginFlow,
+) -> Result<Result<Charge, String>, AppError> {
+    for _ in 0..CHARGE_TRIES {
+        let now = state.clock.now();
+        let before = state.failures.failures(&flow.lockout_key).await?;
+        if let Some(remaining) = state.lockout.remaining_lock(before, now) {
+            return Ok(Err(locked_text(remaining)));
+        }
+        let after = state.lockout.after_failure(before, now);
+        if state
+            .failures
+            .replace_failures(&flow.lockout_key, before, after, now)
+            .await?
+        {
+            return Ok(Ok(Charge { before, after }));
+        }
+    }
+    Err(AppError::Internal(anyhow::anyhow!(
+        "the failure count of one sign-in kept changing over {CHARGE_TRIES} tries"
+    )))
+}
+
+/// Gives back an attempt whose credential was right, or that was never
+/// checked. When other attempts were counted meanwhile, only this one is
+/// taken off and their lock stays.
+pub async fn refund(state: &AppState, flow: &LoginFlow, charge: Charge) -> Result<(), AppError> {
+    let restored = state
+        .failures
+        .replace_failures(
+            &flow.lockout_key,
+            charge.after,
+            charge.before,
+            state.clock.now(),
+        )
+        .await?;
+    if !restored {
+        state.failures.forgive_failure(&flow.lockout_key).await?;
+    }
+    Ok(())
+}
+
+/// Records a failure that `charge_attempt` has already counted: the log, the
+/// audit log and the metric. Returns the lock message when this failure
+/// started a lock.
+pub async fn charged_failure(
+    state: &AppState,
+    flow: &LoginFlow,
+    charge: Charge,
+    kind: &'static str,
+    reason: &str,
+    client_ip: Option<String>,
+) -> Result<Option<String>, AppError> {
+    report_failure(state, flow, charge.after, kind, reason, client_ip).await;
+    Ok(state
+        .lockout
+        .remaining_lock(charge.after, state.clock.now())
+        .map(locked_text))
 }
 
 fn locked_text(seconds: i64) -> String {
@@ -37,7 +107,18 @@ pub async fn record_failure(
         .failures
         .save_failures(&flow.lockout_key, after, now)
         .await?;
+    report_failure(state, flow, after, kind, reason, client_ip).await;
+    Ok(state.lockout.remaining_lock(after, now).map(locked_text))
+}
 
+async fn report_failure(
+    state: &AppState,
+    flow: &LoginFlow,
+    after: FailureRecord,
+    kind: &'static str,
+    reason: &str,
+    client_ip: Option<String>,
+) {
     metrics::counter!("unified_login_sign_ins_total", "outcome" => "failure").increment(1);
     tracing::info!(
         user.id = flow.user_id.as_deref().unwrap_or("-"),
@@ -55,5 +136,4 @@ pub async fn record_failure(
             detail: Some(reason.to_owned()),
         })
         .await;
-    Ok(state.lockout.remaining_lock(after, now).map(locked_text))
 }

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use tower_sessions::Session;
 
-use super::attempts::{lock_message, record_failure};
+use super::attempts::{charge_attempt, charged_failure, record_failure, refund};
 use super::finish::complete_sign_in;
 use super::state::{LoginFlow, Step};
 use crate::credentials::{recovery, totp};
@@ -44,16 +44,19 @@ pub async fn submit(
         Err(redirect) => return Ok(redirect),
     };
 
-    if let Some(message) = lock_message(&state, &flow).await? {
-        record_failure(&state, &flow, "login.otp", "locked", client_ip).await?;
-        return page(
-            &session,
-            &flow,
-            StatusCode::TOO_MANY_REQUESTS,
-            Some(&message),
-        )
-        .await;
-    }
+    let charge = match charge_attempt(&state, &flow).await? {
+        Ok(charge) => charge,
+        Err(message) => {
+            record_failure(&state, &flow, "login.otp", "locked", client_ip).await?;
+            return page(
+                &session,
+                &flow,
+                StatusCode::TOO_MANY_REQUESTS,
+                Some(&message),
+            )
+            .await;
+        }
+    };
 
     // The password step only moves to this one for a known, active user.
     let user_id = flow.user_id.as_deref().unwrap_or_default();
@@ -63,6 +66,7 @@ pub async fn submit(
         .await?
         .filter(|user| user.active)
     else {
+        refund(&state, &flow, charge).await?;
         LoginFlow::clear(&session).await?;
         return Ok(Redirect::to("/login").into_response());
     };
@@ -80,9 +84,10 @@ pub async fn submit(
             .await
         }
         None => {
-            let locked = record_failure(
+            let locked = charged_failure(
                 &state,
                 &flow,
+                charge,
                 "login.otp",
                 "wrong or reused code",
                 client_ip,

@@ -7,7 +7,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use tower_sessions::Session;
 
-use super::attempts::{lock_message, record_failure};
+use super::attempts::{charge_attempt, charged_failure, record_failure, refund};
 use super::finish::complete_sign_in;
 use super::state::{LoginFlow, Step};
 use crate::connector::CheckUnavailable;
@@ -56,16 +56,19 @@ pub async fn submit(
         Err(redirect) => return Ok(redirect),
     };
 
-    if let Some(message) = lock_message(&state, &flow).await? {
-        record_failure(&state, &flow, "login.password", "locked", client_ip).await?;
-        return page(
-            &session,
-            &flow,
-            StatusCode::TOO_MANY_REQUESTS,
-            Some(&message),
-        )
-        .await;
-    }
+    let charge = match charge_attempt(&state, &flow).await? {
+        Ok(charge) => charge,
+        Err(message) => {
+            record_failure(&state, &flow, "login.password", "locked", client_ip).await?;
+            return page(
+                &session,
+                &flow,
+                StatusCode::TOO_MANY_REQUESTS,
+                Some(&message),
+            )
+            .await;
+        }
+    };
 
     let user = match &flow.user_id {
         Some(id) => state.users.find_by_id(id).await?,
@@ -84,6 +87,7 @@ pub async fn submit(
         Ok(verified) => verified,
         Err(CheckUnavailable) => {
             // Not counted towards the lockout: the password was never checked.
+            refund(&state, &flow, charge).await?;
             state
                 .record(AuditEvent {
                     kind: "login.password",
@@ -111,7 +115,8 @@ pub async fn submit(
             } else {
                 "unknown identifier"
             };
-            let locked = record_failure(&state, &flow, "login.password", reason, client_ip).await?;
+            let locked =
+                charged_failure(&state, &flow, charge, "login.password", reason, client_ip).await?;
             let message = locked.as_deref().unwrap_or(WRONG_CREDENTIALS);
             return page(&session, &flow, StatusCode::UNAUTHORIZED, Some(message)).await;
         }
@@ -120,9 +125,10 @@ pub async fn submit(
     if !mitel && user.cl_auth_enabled {
         // CL Auth users prove who they are at their IdP or with Mitel
         // credentials; the local password is not a way around that.
-        record_failure(
+        charged_failure(
             &state,
             &flow,
+            charge,
             "login.password",
             "local password for a CL Auth user",
             client_ip,
@@ -137,9 +143,10 @@ pub async fn submit(
         .await;
     }
     if !user.active {
-        record_failure(
+        charged_failure(
             &state,
             &flow,
+            charge,
             "login.password",
             "account disabled",
             client_ip,
@@ -174,9 +181,10 @@ pub async fn submit(
             .await?;
         if !spent {
             // Another sign-in spent it a moment ago.
-            let locked = record_failure(
+            let locked = charged_failure(
                 &state,
                 &flow,
+                charge,
                 "login.password",
                 "temporary password already used",
                 client_ip,
@@ -185,11 +193,14 @@ pub async fn submit(
             let message = locked.as_deref().unwrap_or(WRONG_CREDENTIALS);
             return page(&session, &flow, StatusCode::UNAUTHORIZED, Some(message)).await;
         }
+        refund(&state, &flow, charge).await?;
         flow.step = Step::ChangePassword;
         flow.save(&session).await?;
         return Ok(Redirect::to(super::new_password::PATH).into_response());
     }
     if user.has_second_factor() {
+        // The code step counts its own attempts against the same lockout.
+        refund(&state, &flow, charge).await?;
         flow.step = Step::SecondFactor;
         flow.save(&session).await?;
         return Ok(Redirect::to("/login/otp").into_response());

@@ -557,6 +557,72 @@ async fn lockout_blocks_right_password() {
 }
 
 #[tokio::test]
+async fn parallel_guesses_stop_at_lockout() {
+    let broker = Broker::start_with(Options {
+        lockout_threshold: 3,
+        ..Options::default()
+    });
+    broker.add_user("jdoe", "jane@example.com");
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        let client = WebClient::new(&broker);
+        client.identify("jdoe").await;
+        clients.push(client);
+    }
+
+    // Every guess is sent at once, so each one's lock check runs while the
+    // others are still hashing.
+    let mut guesses = tokio::task::JoinSet::new();
+    for client in clients {
+        guesses.spawn(async move { client.password("wrong-password-guess").await.status });
+    }
+    let statuses = guesses.join_all().await;
+    let checked = statuses
+        .iter()
+        .filter(|status| **status == StatusCode::UNAUTHORIZED)
+        .count();
+    let locked = statuses
+        .iter()
+        .filter(|status| **status == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert!(
+        checked <= 3,
+        "{checked} of 20 parallel guesses were checked"
+    );
+    assert_eq!(checked + locked, 20, "every other guess meets the lock");
+
+    let right = WebClient::new(&broker).sign_in("jdoe", PASSWORD).await;
+    assert_eq!(right.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn right_password_gives_attempt_back() {
+    let broker = Broker::start_with(Options {
+        lockout_threshold: 2,
+        ..Options::default()
+    });
+    broker.add_user("jdoe", "jane@example.com");
+    let client = WebClient::new(&broker);
+    client.identify("jdoe").await;
+    let wrong = client.password("wrong-password-guess").await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+
+    // Signing in clears the count, so one more failure does not lock.
+    let signed_in = client.password(PASSWORD).await;
+    assert_eq!(
+        signed_in.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        signed_in.body
+    );
+    let again = WebClient::new(&broker);
+    again.identify("jdoe").await;
+    let wrong = again.password("wrong-password-guess").await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED, "{}", wrong.body);
+    assert!(wrong.body.contains(WRONG_CREDENTIALS), "{}", wrong.body);
+}
+
+#[tokio::test]
 async fn unknown_identifier_locks_too() {
     let broker = Broker::start_with(Options {
         lockout_threshold: 2,
