@@ -268,24 +268,50 @@ pub async fn schema_status(pool: &AnyPool) -> anyhow::Result<SchemaStatus> {
         .ensure_migrations_table()
         .await
         .context("cannot read the schema version")?;
-    let applied: Vec<i64> = connection
-        .list_applied_migrations()
+    if let Some(version) = connection
+        .dirty_version()
         .await
         .context("cannot read the schema version")?
-        .into_iter()
-        .map(|migration| migration.version)
-        .collect();
-    let known: Vec<i64> = migrator
-        .iter()
-        .filter(|migration| !migration.migration_type.is_down_migration())
-        .map(|migration| migration.version)
-        .collect();
-    if let Some(unknown) = applied.iter().find(|version| !known.contains(version)) {
+    {
         anyhow::bail!(
-            "the database has schema version {unknown}, which this binary does not know; \
-             it was upgraded by a newer unified-login, so run that version"
+            "schema migration {version} failed part-way; restore the database from a backup \
+             taken before the upgrade, then run `unified-login db migrate` again"
         );
     }
+    let applied_migrations = connection
+        .list_applied_migrations()
+        .await
+        .context("cannot read the schema version")?;
+    let known_migrations: Vec<_> = migrator
+        .iter()
+        .filter(|migration| !migration.migration_type.is_down_migration())
+        .collect();
+    for applied in &applied_migrations {
+        match known_migrations
+            .iter()
+            .find(|known| known.version == applied.version)
+        {
+            None => anyhow::bail!(
+                "the database has schema version {}, which this binary does not know; \
+                 it was upgraded by a newer unified-login, so run that version",
+                applied.version
+            ),
+            Some(known) if known.checksum != applied.checksum => anyhow::bail!(
+                "schema migration {} in the database differs from this binary's; \
+                 the database was migrated by a different build",
+                applied.version
+            ),
+            Some(_) => {}
+        }
+    }
+    let applied: Vec<i64> = applied_migrations
+        .iter()
+        .map(|migration| migration.version)
+        .collect();
+    let known: Vec<i64> = known_migrations
+        .iter()
+        .map(|migration| migration.version)
+        .collect();
     Ok(SchemaStatus {
         applied: applied.iter().copied().max(),
         latest: known.iter().copied().max().unwrap_or_default(),
@@ -420,6 +446,30 @@ mod tests {
         let status = schema_status(&pool).await.unwrap();
         assert!(status.is_current(), "{status:?}");
         assert_eq!(status.applied, Some(status.latest));
+    }
+
+    #[tokio::test]
+    async fn changed_or_failed_migration_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("changed.db").display());
+        let pool = connect_default(&url).await.unwrap();
+        sqlx::query("UPDATE _sqlx_migrations SET checksum = x'00' WHERE version = 20261204000001")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let error = schema_status(&pool).await.unwrap_err();
+        assert!(error.to_string().contains("differs"), "{error}");
+
+        sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 20261204000001")
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE _sqlx_migrations SET success = false WHERE version = 20261204000002")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let error = schema_status(&pool).await.unwrap_err();
+        assert!(error.to_string().contains("failed part-way"), "{error}");
     }
 
     #[tokio::test]

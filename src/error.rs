@@ -24,6 +24,8 @@ pub enum AppError {
     NotFound,
     #[error("the request's form or query is incomplete or malformed")]
     MalformedRequest,
+    #[error("the database cannot be reached")]
+    Unavailable,
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -62,6 +64,11 @@ impl IntoResponse for AppError {
                 StatusCode::BAD_REQUEST,
                 "Incomplete request",
                 "The page sent an incomplete or malformed form. Go back, reload the page and try again.",
+            ),
+            Self::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service unavailable",
+                "The sign-in service cannot reach its database at the moment. Try again in a minute.",
             ),
             Self::NotFound => (
                 StatusCode::NOT_FOUND,

@@ -104,7 +104,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(
         listen = %local_address,
         url = %public_url.join("login").map_or_else(|_| public_url.to_string(), |url| url.to_string()),
-        database = %config.database_url,
+        database = %db::redact(&config.database_url),
         "unified-login is listening; open the url to sign in"
     );
     if user_count == 0 {

@@ -44,7 +44,11 @@ pub fn app(state: AppState, sessions: SessionManagerLayer<DbSessionStore>) -> Ro
             state.clone(),
             rate_limit::limit_posts,
         ))
-        .layer(sessions);
+        .layer(sessions)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            database_outage,
+        ));
 
     Router::new()
         .merge(browser)
@@ -123,6 +127,32 @@ async fn readyz(State(state): State<AppState>) -> Response {
             (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
         }
     }
+}
+
+/// Answers 503 for a browser request that failed while the database is
+/// unreachable. Without the database the session cannot load or save, which
+/// would otherwise show as an internal error or as an expired form.
+async fn database_outage(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    let response = next.run(request).await;
+    if !matches!(
+        response.status(),
+        StatusCode::INTERNAL_SERVER_ERROR | StatusCode::FORBIDDEN
+    ) {
+        return response;
+    }
+    let reachable = matches!(
+        tokio::time::timeout(READINESS_TIMEOUT, crate::db::ping(&state.pool)).await,
+        Ok(Ok(()))
+    );
+    if reachable {
+        return response;
+    }
+    tracing::warn!(status = %response.status(), "a request failed while the database is unreachable");
+    AppError::Unavailable.into_response()
 }
 
 /// Prometheus metrics: alarm states, sign-ins and issued tokens.

@@ -17,7 +17,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 
 use crate::database::{POSTGRES_ENV, PostgresDatabase, postgres_server};
-use crate::harness::{Broker, Options, PASSWORD, in_ci};
+use crate::harness::{Broker, Options, PASSWORD, csrf_token, in_ci};
 use crate::http_login::{Page, WebClient};
 
 /// Longest wait for one request. The broker bounds its own database waits
@@ -166,23 +166,48 @@ async fn lost_database_is_reported_and_survived() {
         "{}",
         signed_in.body
     );
-    assert_eq!(get(&client, "/account").await.status, StatusCode::OK);
+    let before = get(&client, "/account").await;
+    assert_eq!(before.status, StatusCode::OK);
+    let token = csrf_token(&before.body);
     assert_eq!(readiness(&broker).await, StatusCode::OK);
 
     relay.cut();
     assert_eq!(readiness(&broker).await, StatusCode::SERVICE_UNAVAILABLE);
     let account = get(&client, "/account").await;
+    assert_eq!(
+        account.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        account.body
+    );
     assert!(
-        account.status.is_server_error(),
-        "a page that needs the session answered {} without the database",
-        account.status
+        account.body.contains("cannot reach its database"),
+        "{}",
+        account.body
     );
     let stranger = WebClient::new(&broker);
     let login = get(&stranger, "/login").await;
-    assert!(
-        login.status.is_server_error() || login.status == StatusCode::OK,
+    assert_eq!(
+        login.status,
+        StatusCode::SERVICE_UNAVAILABLE,
         "{}",
-        login.status
+        login.body
+    );
+    let posted = client.post("/logout", &[("csrf_token", &token)]).await;
+    assert_eq!(
+        posted.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        posted.body
+    );
+    let password = url::Url::parse(&server)
+        .expect("server URL")
+        .password()
+        .map(str::to_owned)
+        .unwrap_or_default();
+    assert!(
+        password.is_empty() || !broker.log().contains(&password),
+        "the log contains the database password"
     );
     assert!(
         broker.log().contains("readiness check failed"),
