@@ -81,17 +81,17 @@ async fn run(size: Size) {
     let loaded = measure(dir.path(), &url, &sample, &cookie_sample).await;
 
     println!(
-        "capacity: loaded {} users and {} sessions in {load_seconds:.1} s; database file {file_mib:.0} MiB",
+        "summary: loaded {} users and {} sessions in {load_seconds:.1} s; database file {file_mib:.0} MiB",
         size.users, size.sessions
     );
     println!(
-        "capacity: resident memory {:.1} MiB empty, {:.1} MiB loaded ({:.2}x)",
+        "summary: resident memory {:.1} MiB empty, {:.1} MiB loaded ({:.2}x)",
         empty.rss_mib,
         loaded.rss_mib,
         loaded.rss_mib / empty.rss_mib
     );
     println!(
-        "capacity: identifier step p50 {:.2} ms, p99 {:.2} ms loaded; p50 {:.2} ms, p99 {:.2} ms empty (p99 {:.2}x)",
+        "summary: identifier step p50 {:.2} ms, p99 {:.2} ms loaded; p50 {:.2} ms, p99 {:.2} ms empty (p99 {:.2}x)",
         loaded.identify.p50,
         loaded.identify.p99,
         empty.identify.p50,
@@ -100,7 +100,7 @@ async fn run(size: Size) {
     );
     if let Some(account) = loaded.account {
         println!(
-            "capacity: signed-in account page with a stored session p50 {:.2} ms, p99 {:.2} ms",
+            "summary: signed-in account page with a stored session p50 {:.2} ms, p99 {:.2} ms",
             account.p50, account.p99
         );
     }
