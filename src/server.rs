@@ -21,8 +21,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let (sessions, session_store) = session::layer(pool.clone(), &config);
     let state = AppState::new(config.clone(), pool)?;
-    let users = state.users.list().await?;
-    let user_count = users.len();
+    // Counted in the database: loading a large directory here would keep
+    // its memory for the life of the process.
+    let user_count = state.users.count().await?;
     // Fails start-up on invalid IdP settings, such as no signing certificate.
     let saml_idp = state.saml.active_idp().await?;
     if let Some(ldap) = &config.ldap {
@@ -33,7 +34,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             match_on = ?ldap.match_on,
             "the LDAP directory checks the passwords of users without CL Auth"
         );
-        let cl_auth_users = users.iter().filter(|user| user.cl_auth_enabled).count();
+        let cl_auth_users = user_count.cl_auth;
         if cl_auth_users > 0 {
             tracing::warn!(
                 cl_auth_users,
@@ -107,7 +108,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         database = %db::redact(&config.database_url),
         "unified-login is listening; open the url to sign in"
     );
-    if user_count == 0 {
+    if user_count.total == 0 {
         tracing::info!(
             "no users yet: add one with `unified-login user add --login-id jdoe --email jdoe@example.com --first-name Jane --last-name Doe`"
         );

@@ -80,6 +80,13 @@ pub enum DirectoryError {
     Database(#[from] sqlx::Error),
 }
 
+/// How many users the directory holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UserCount {
+    pub total: i64,
+    pub cl_auth: i64,
+}
+
 /// Consecutive failures recorded for one account or typed identifier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct FailureRecord {
@@ -93,6 +100,8 @@ pub trait UserStore: Send + Sync {
     async fn find_by_key(&self, key: &str) -> Result<Option<User>, DirectoryError>;
     async fn find_by_id(&self, id: &str) -> Result<Option<User>, DirectoryError>;
     async fn list(&self) -> Result<Vec<User>, DirectoryError>;
+    /// Counts all users and those with CL Auth enabled, without loading them.
+    async fn count(&self) -> Result<UserCount, DirectoryError>;
     async fn create(&self, user: NewUser, now: i64) -> Result<User, DirectoryError>;
     async fn set_password(
         &self,

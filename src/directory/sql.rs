@@ -7,7 +7,7 @@ use sqlx::{AnyPool, Row};
 
 use super::{
     AuditEvent, AuditLog, DirectoryError, FailureRecord, FailureStore, NewUser, PendingSamlRequest,
-    SamlStore, User, UserStore, identifier_key,
+    SamlStore, User, UserCount, UserStore, identifier_key,
 };
 
 #[derive(Clone)]
@@ -77,6 +77,20 @@ impl UserStore for SqlDirectory {
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.as_ref().map(user_from_row).transpose()?)
+    }
+
+    async fn count(&self) -> Result<UserCount, DirectoryError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS total, \
+             COUNT(CASE WHEN cl_auth_enabled = 1 THEN 1 END) AS cl_auth \
+             FROM users",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(UserCount {
+            total: row.try_get("total")?,
+            cl_auth: row.try_get("cl_auth")?,
+        })
     }
 
     async fn list(&self) -> Result<Vec<User>, DirectoryError> {
@@ -650,6 +664,31 @@ mod tests {
         );
 
         assert_eq!(dir.list().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn count_reports_total_and_cl_auth() {
+        let dir = directory().await;
+        assert_eq!(dir.count().await.unwrap(), UserCount::default());
+        let user = dir.create(jane(), 10).await.unwrap();
+        dir.create(
+            NewUser {
+                login_id: "ada".into(),
+                email: "ada@example.com".into(),
+                ..jane()
+            },
+            10,
+        )
+        .await
+        .unwrap();
+        dir.set_cl_auth(&user.id, true, 11).await.unwrap();
+        assert_eq!(
+            dir.count().await.unwrap(),
+            UserCount {
+                total: 2,
+                cl_auth: 1
+            }
+        );
     }
 
     #[tokio::test]
