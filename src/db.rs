@@ -37,7 +37,7 @@ impl Engine {
         }
     }
 
-    /// The engine behind `pool`, read from the URL it was opened with.
+    /// Returns the engine behind `pool`, read from the URL it was opened with.
     pub fn of(pool: &AnyPool) -> Self {
         let options = pool.connect_options();
         match options.database_url.scheme() {
@@ -54,7 +54,7 @@ impl Engine {
     }
 }
 
-/// What `serve` does when the database schema is older than this binary.
+/// Start-up behaviour when the database schema is older than this binary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MigrationMode {
@@ -95,7 +95,7 @@ impl Default for DatabaseConfig {
     }
 }
 
-/// The schema version the database has, against the one this binary knows.
+/// Schema version of the database, next to the latest one this binary contains.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SchemaStatus {
     pub applied: Option<i64>,
@@ -163,7 +163,7 @@ async fn open_with_retry(url: &str, config: &DatabaseConfig) -> anyhow::Result<A
     }
 }
 
-/// True when the error says the server could not be reached, which a retry
+/// Returns true when the error means the server could not be reached, which a retry
 /// may cure. Bad credentials or a bad URL are reported at once.
 fn is_unreachable(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
@@ -364,7 +364,7 @@ pub fn flag(row: &sqlx::any::AnyRow, column: &str) -> Result<bool, sqlx::Error> 
     Ok(row.try_get::<i64, _>(column)? != 0)
 }
 
-/// Answers whether the database responds, for the readiness probe.
+/// Checks that the database responds, for the readiness probe.
 pub async fn ping(pool: &AnyPool) -> Result<(), sqlx::Error> {
     let mut connection = pool.acquire().await?;
     connection.ping().await

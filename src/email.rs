@@ -31,7 +31,7 @@ const FIRST_RETRY_SECONDS: i64 = 30;
 const MAX_RETRY_SECONDS: i64 = 3_600;
 /// Emails sent per pass of the worker.
 const BATCH: i64 = 20;
-/// Seconds an instance holds an email it is sending. Several instances share
+/// Seconds an instance keeps the lease on an email it is sending. Several instances share
 /// the outbox, and the lease keeps them from sending the same email twice;
 /// when an instance dies mid-send, the email is due again after the lease.
 const SEND_LEASE_SECONDS: i64 = 300;

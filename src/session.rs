@@ -67,8 +67,8 @@ impl DbSessionStore {
     }
 }
 
-/// The stored key of a session: the cookie's value is never written down,
-/// so a copy of the table cannot be turned back into cookies.
+/// Returns the stored key of a session. The cookie's value is never written
+/// down, so a copy of the table cannot be turned back into cookies.
 fn id_hash(id: &Id) -> String {
     data_encoding::HEXLOWER.encode(&Sha256::digest(id.to_string().as_bytes()))
 }
@@ -207,7 +207,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn saved_record_loads_back_and_the_id_is_not_stored() {
+    async fn saved_record_loads_without_stored_id() {
         let store = store().await;
         let later = time::OffsetDateTime::now_utc() + time::Duration::minutes(5);
         let mut saved = record(later);

@@ -25,7 +25,7 @@ use crate::{account, admin, flow, provider};
 const STYLESHEET: &str = include_str!("../../static/style.css");
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const READINESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
-/// Longest time one request may take. Database waits are bounded more
+/// Maximum time one request may take. Database waits are bounded more
 /// tightly (see `[database]`); this catches anything else that stalls, so
 /// no client waits for ever.
 const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -129,7 +129,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Answers 503 for a browser request that failed while the database is
+/// Returns 503 for a browser request that failed while the database is
 /// unreachable. Without the database the session cannot load or save, which
 /// would otherwise show as an internal error or as an expired form.
 async fn database_outage(

@@ -3,7 +3,7 @@
 //! The state lives in the shared database, so instances behind one load
 //! balancer enforce one allowance per address between them. Each check is
 //! one conditional upsert implementing the generic cell rate algorithm:
-//! the row holds the theoretical arrival time (TAT) of the next request,
+//! the row contains the theoretical arrival time (TAT) of the next request,
 //! and a request is let through while the TAT stays within the burst.
 
 use std::net::{IpAddr, SocketAddr};

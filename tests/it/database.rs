@@ -2,7 +2,7 @@
 //! folder, or a fresh PostgreSQL database when `TEST_DATABASE`
 //! is `postgres`.
 //!
-//! `TEST_POSTGRES_URL` holds the URL of a PostgreSQL server and a
+//! `TEST_POSTGRES_URL` contains the URL of a PostgreSQL server and a
 //! role that may create databases, for example
 //! `postgres://role:password@127.0.0.1:5432/postgres`. Tests that need
 //! PostgreSQL itself (such as losing the connection to it) read it even when

@@ -20,7 +20,7 @@ use crate::database::{POSTGRES_ENV, PostgresDatabase, postgres_server};
 use crate::harness::{Broker, Options, PASSWORD, csrf_token, in_ci};
 use crate::http_login::{Page, WebClient};
 
-/// Longest wait for one request. The broker bounds its own database waits
+/// Maximum wait for one request. The broker bounds its own database waits
 /// far below this, so reaching it means a request hung.
 const HANG_GUARD: Duration = Duration::from_secs(45);
 
@@ -117,7 +117,7 @@ fn pipe(mut from: TcpStream, mut to: TcpStream) {
     });
 }
 
-/// The PostgreSQL server, or `None` after saying why the test is skipped.
+/// Returns the PostgreSQL server, or `None` after printing why the test is skipped.
 fn server_or_skip() -> Option<String> {
     let server = postgres_server();
     if server.is_none() {
