@@ -5,6 +5,8 @@ use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
@@ -13,6 +15,8 @@ use crate::database::Database;
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_unified-login");
 pub const PASSWORD: &str = "lantern-orbit-57-cobalt";
+/// What `serve` logs once it has bound its port.
+const LISTENING: &str = "unified-login is listening";
 
 /// Settings a test may change; the rest of the config is fixed.
 #[derive(Clone)]
@@ -63,12 +67,38 @@ pub fn broker_command() -> Command {
     Command::new(BINARY)
 }
 
-/// Returns a loopback port that was free a moment ago.
+/// Returns a loopback port that was free a moment ago and that this process
+/// has not handed out before.
+///
+/// The ports come from just below the kernel's ephemeral range. Ports in
+/// that range are also given to outgoing connections and to other
+/// processes' `bind(0)`, any of which could take a port between this call
+/// and the server's bind, and then a test would talk to the wrong server.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("no free loopback port")
+    static NEXT: OnceLock<AtomicU32> = OnceLock::new();
+    let (low, high) = port_range();
+    let span = high - low;
+    let next = NEXT.get_or_init(|| AtomicU32::new(std::process::id() % span));
+    for _ in 0..span {
+        let offset = next.fetch_add(1, Ordering::Relaxed) % span;
+        let port = u16::try_from(low + offset).expect("port below 65536");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between {low} and {high}");
+}
+
+/// Returns the ports that `free_port` hands out: up to 12,000 ports below
+/// the kernel's ephemeral range, and above the privileged ones.
+fn port_range() -> (u32, u32) {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let high = ephemeral_low.clamp(2_048, 65_535);
+    let low = high.saturating_sub(12_000).max(1_024);
+    (low, high)
 }
 
 impl Broker {
@@ -218,6 +248,7 @@ filter = "info,unified_login=debug"
     /// the log continues in the same file.
     pub fn serve(&mut self) {
         assert!(self.child.is_none(), "the broker is already running");
+        let starts_before = self.log().matches(LISTENING).count();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -234,7 +265,7 @@ filter = "info,unified_login=debug"
             .spawn()
             .expect("start unified-login serve");
         self.child = Some(child);
-        self.wait_until_ready(self.port);
+        self.wait_until_ready(self.port, starts_before);
     }
 
     /// Kills the service process and waits until it has exited. The folder,
@@ -245,10 +276,14 @@ filter = "info,unified_login=debug"
         child.wait().expect("wait for unified-login serve");
     }
 
-    fn wait_until_ready(&mut self, port: u16) {
+    /// Waits until this broker's own log says it listens, and the port
+    /// answers. The log is checked as well because another process could
+    /// hold the port when this one cannot bind it.
+    fn wait_until_ready(&mut self, port: u16, starts_before: usize) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            let listening = self.log().matches(LISTENING).count() > starts_before;
+            if listening && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return;
             }
             let exited = self

@@ -742,12 +742,11 @@ async fn recovery_code_works_once() {
         )
         .await;
     assert_eq!(done.location(), "/account", "{}", done.body);
+    let account = first.get("/account").await;
     assert!(
-        first
-            .get("/account")
-            .await
-            .body
-            .contains("9 recovery codes left")
+        account.body.contains("9 recovery codes left"),
+        "{}",
+        account.body
     );
 
     let second = WebClient::new(&broker);
@@ -755,7 +754,7 @@ async fn recovery_code_works_once() {
     let reused = second
         .submit("/login/otp", "/login/otp", &[("code", &codes[0])])
         .await;
-    assert_eq!(reused.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reused.status, StatusCode::UNAUTHORIZED, "{}", reused.body);
 }
 
 #[tokio::test]
