@@ -44,6 +44,9 @@ const WRK_CONNECTIONS: u32 = 32;
 const IDP_SSO_URL: &str = "http://127.0.0.1:9/placeholder-idp/saml2";
 const PASSWORD: &str = "lantern-orbit-57-cobalt";
 
+/// A pending login and its signed SAML response, taken by one worker.
+type LoginSlot = Mutex<Option<(Pending, String)>>;
+
 fn email(user: usize) -> String {
     format!("user{user:03}@contoso.example")
 }
@@ -224,7 +227,7 @@ async fn saml_logins(broker: &Broker, key: &IdpKey, count: usize) -> LoginRun {
 
     let responses = sign_responses(key, &pending, &sp_entity_id, &acs_url);
 
-    let work: Arc<Vec<Mutex<Option<(Pending, String)>>>> = Arc::new(
+    let work: Arc<Vec<LoginSlot>> = Arc::new(
         pending
             .into_iter()
             .zip(responses)

@@ -354,7 +354,7 @@ pub async fn begin_exclusive(pool: &AnyPool) -> Result<Transaction<'static, Any>
 
 /// The advisory-lock key of `begin_exclusive`, an arbitrary constant that
 /// other applications sharing the server are unlikely to use.
-const EXCLUSIVE_LOCK_KEY: i64 = 0x756e_6966_6965_64;
+const EXCLUSIVE_LOCK_KEY: i64 = 0x0075_6e69_6669_6564;
 
 /// Reads an integer flag column. Both engines store flags as 0 or 1,
 /// because the `Any` driver reads SQLite integers as numbers, never as
