@@ -43,7 +43,7 @@ async fn run(users: usize) {
         .await
         .expect("database");
     let (sessions, _) = session::layer(pool.clone(), &config);
-    let state = AppState::new(config, pool).expect("state");
+    let state = AppState::new(config, pool).await.expect("state");
     let token = generate_token();
     state
         .scim

@@ -63,7 +63,7 @@ async fn start() -> Server {
         .await
         .expect("database");
     let (sessions, _) = session::layer(pool.clone(), &config);
-    let state = AppState::new(config, pool).expect("state");
+    let state = AppState::new(config, pool).await.expect("state");
     state
         .provider
         .keys

@@ -66,9 +66,13 @@ impl Default for HealthConfig {
 pub struct SamlConfig {
     /// SP entity ID; defaults to `<public_url>/saml/metadata`.
     pub sp_entity_id: Option<String>,
-    /// SP private key (PEM); created with the certificate at first start.
-    pub sp_key: PathBuf,
-    pub sp_certificate: PathBuf,
+    /// SP private key file (PEM), set together with `sp_certificate`. When
+    /// both are unset, the key pair lives in the database and every instance
+    /// sharing it signs with the same key. When set, the files are created at
+    /// first start if neither exists.
+    pub sp_key: Option<PathBuf>,
+    /// SP certificate file (PEM) that belongs to `sp_key`.
+    pub sp_certificate: Option<PathBuf>,
     /// Sign AuthnRequests with the SP key (RSA-SHA256, redirect binding).
     pub sign_authn_requests: bool,
     /// Minutes between scheduled fetches of the IdP's metadata URL.
@@ -81,11 +85,47 @@ impl Default for SamlConfig {
     fn default() -> Self {
         Self {
             sp_entity_id: None,
-            sp_key: PathBuf::from("certs/saml-sp.key"),
-            sp_certificate: PathBuf::from("certs/saml-sp.crt"),
+            sp_key: None,
+            sp_certificate: None,
             sign_authn_requests: true,
             metadata_refresh_minutes: 60,
             idp: None,
+        }
+    }
+}
+
+/// Paths of the SP key files that earlier versions created when no path was
+/// set, relative to the working folder. Start-up imports these files into an
+/// empty database.
+pub const LEGACY_SP_KEY: &str = "certs/saml-sp.key";
+pub const LEGACY_SP_CERTIFICATE: &str = "certs/saml-sp.crt";
+
+/// Storage of the SAML SP key pair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpKeyLocation {
+    /// Files that the operator set and manages.
+    Files { key: PathBuf, certificate: PathBuf },
+    /// The database, shared by every instance. `legacy_key` and
+    /// `legacy_certificate` are the files that earlier versions created.
+    Database {
+        legacy_key: PathBuf,
+        legacy_certificate: PathBuf,
+    },
+}
+
+impl SamlConfig {
+    /// Returns where the SP key pair is kept. Call it on a validated config,
+    /// where the two paths are either both set or both unset.
+    pub fn sp_key_location(&self) -> SpKeyLocation {
+        match (&self.sp_key, &self.sp_certificate) {
+            (Some(key), Some(certificate)) => SpKeyLocation::Files {
+                key: key.clone(),
+                certificate: certificate.clone(),
+            },
+            _ => SpKeyLocation::Database {
+                legacy_key: PathBuf::from(LEGACY_SP_KEY),
+                legacy_certificate: PathBuf::from(LEGACY_SP_CERTIFICATE),
+            },
         }
     }
 }
@@ -319,6 +359,12 @@ impl Config {
         if self.health.check_seconds == 0 {
             bail!("health.check_seconds must be at least 1");
         }
+        if self.saml.sp_key.is_some() != self.saml.sp_certificate.is_some() {
+            bail!(
+                "saml.sp_key and saml.sp_certificate must be set together: set both to keep the SP \
+                 key pair in files, or neither to keep it in the database"
+            );
+        }
         if self.saml.metadata_refresh_minutes == 0 {
             bail!("saml.metadata_refresh_minutes must be at least 1");
         }
@@ -440,6 +486,45 @@ mod tests {
         );
         assert!(err.contains("remove [ldap]"), "{err}");
         assert!(err.contains("or [oidc]"), "{err}");
+    }
+
+    #[test]
+    fn sp_key_location_follows_explicit_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "").unwrap();
+        let config = Config::load(Some(&path)).unwrap();
+        assert_eq!(
+            config.saml.sp_key_location(),
+            SpKeyLocation::Database {
+                legacy_key: PathBuf::from("certs/saml-sp.key"),
+                legacy_certificate: PathBuf::from("certs/saml-sp.crt"),
+            }
+        );
+
+        // The old default written out still counts as the operator's choice.
+        std::fs::write(
+            &path,
+            "[saml]\nsp_key = \"certs/saml-sp.key\"\nsp_certificate = \"certs/saml-sp.crt\"\n",
+        )
+        .unwrap();
+        let config = Config::load(Some(&path)).unwrap();
+        assert_eq!(
+            config.saml.sp_key_location(),
+            SpKeyLocation::Files {
+                key: PathBuf::from("certs/saml-sp.key"),
+                certificate: PathBuf::from("certs/saml-sp.crt"),
+            }
+        );
+    }
+
+    #[test]
+    fn sp_key_without_certificate_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[saml]\nsp_key = \"/etc/unified-login/sp.key\"\n").unwrap();
+        let err = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("must be set together"), "{err}");
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         reject_saved_saml_idp(&pool).await?;
     }
     let (sessions, session_store) = session::layer(pool.clone(), &config);
-    let state = AppState::new(config.clone(), pool)?;
+    let state = AppState::new(config.clone(), pool).await?;
     // Counted in the database: loading a large directory here would keep
     // its memory for the life of the process.
     let user_count = state.users.count().await?;

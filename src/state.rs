@@ -54,13 +54,17 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(config: Config, pool: AnyPool) -> anyhow::Result<Self> {
+    /// Builds the state and loads the SAML SP key pair, which start-up may
+    /// have to create or import into the database.
+    pub async fn new(config: Config, pool: AnyPool) -> anyhow::Result<Self> {
         let provider_store = Arc::new(SqlProviderStore::new(pool.clone()));
         let directory = Arc::new(SqlDirectory::new(pool.clone()));
         let scim = Arc::new(SqlScimStore::new(pool.clone()));
         let passwords = PasswordHasher::new(&config.password)?;
         let public_url = config.public_url();
-        let saml = SamlBroker::new(&config.saml, &public_url, directory.clone())?;
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let saml =
+            SamlBroker::new(&config.saml, &public_url, directory.clone(), clock.now()).await?;
         let alarms = Arc::new(AlarmBoard::default());
         let oidc = match &config.oidc {
             Some(settings) => Some(Arc::new(
@@ -75,7 +79,6 @@ impl AppState {
             }
             None => Arc::new(LocalPassword::new(passwords.clone(), PasswordKind::Local)),
         };
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let mailer = Arc::new(Mailer::new(&config.email, pool.clone(), clock.clone())?);
         let admin = AdminService::new(
             pool.clone(),

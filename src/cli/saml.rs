@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use url::Url;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::Config;
+use crate::config::{Config, SpKeyLocation};
 use crate::connector::saml::SamlBroker;
 use crate::connector::saml::settings::IdpSettings;
 use crate::db;
@@ -84,7 +84,7 @@ pub async fn run(config: &Config, command: SamlCommand) -> anyhow::Result<()> {
     let directory = Arc::new(SqlDirectory::new(pool));
     let now = SystemClock.now();
     match command {
-        SamlCommand::Show => show(config, directory).await,
+        SamlCommand::Show => show(config, directory, now).await,
         SamlCommand::Set(args) => {
             reject_while_ldap(config)?;
             if config.saml.idp.is_some() {
@@ -271,14 +271,22 @@ async fn save(directory: &SqlDirectory, settings: &IdpSettings, now: i64) -> any
     Ok(())
 }
 
-async fn show(config: &Config, directory: Arc<SqlDirectory>) -> anyhow::Result<()> {
-    let broker = SamlBroker::new(&config.saml, &config.public_url(), directory)?;
+async fn show(config: &Config, directory: Arc<SqlDirectory>, now: i64) -> anyhow::Result<()> {
+    let broker = SamlBroker::new(&config.saml, &config.public_url(), directory, now).await?;
     println!("Enter these at the identity provider:");
     println!("  Identifier (SP entity ID):  {}", broker.entity_id());
     println!("  Reply URL (ACS URL):        {}", broker.acs_url());
     println!(
         "  SP metadata:                {}",
         config.public_url().join("saml/metadata")?
+    );
+    let stored_in = match broker.sp_key_location() {
+        SpKeyLocation::Database { .. } => "the database".to_owned(),
+        SpKeyLocation::Files { certificate, .. } => certificate.display().to_string(),
+    };
+    println!(
+        "  SP certificate:             SHA-256 {} (in {stored_in})",
+        broker.sp_certificate_fingerprint()?
     );
     println!();
     match broker.active_idp().await? {

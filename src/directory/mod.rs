@@ -194,9 +194,34 @@ pub struct PendingSamlRequest {
     pub consumed: bool,
 }
 
+/// The SAML SP key pair as stored in the database, both parts as PEM.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredSpKeyPair {
+    pub private_key_pem: String,
+    pub certificate_pem: String,
+}
+
+// Written by hand so that the private key never reaches a log or a panic message.
+impl std::fmt::Debug for StoredSpKeyPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredSpKeyPair")
+            .field("certificate_pem", &self.certificate_pem)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Storage for the SAML service provider, shared by all broker instances.
 #[async_trait]
 pub trait SamlStore: Send + Sync {
+    /// Returns the SP key pair stored in the database, if there is one.
+    async fn load_sp_key_pair(&self) -> Result<Option<StoredSpKeyPair>, DirectoryError>;
+    /// Stores `pair` unless the database has a pair already. Returns the
+    /// pair that the database has afterwards, and true when that is `pair`.
+    async fn add_first_sp_key_pair(
+        &self,
+        pair: &StoredSpKeyPair,
+        now: i64,
+    ) -> Result<(StoredSpKeyPair, bool), DirectoryError>;
     async fn load_idp_settings(&self) -> Result<Option<String>, DirectoryError>;
     async fn save_idp_settings(&self, settings_json: &str, now: i64) -> Result<(), DirectoryError>;
     /// Deletes the saved IdP settings. Returns false when none were saved.

@@ -7,7 +7,7 @@ use sqlx::{AnyPool, Row};
 
 use super::{
     AuditEvent, AuditLog, DirectoryError, FailureRecord, FailureStore, NewUser, PendingSamlRequest,
-    SamlStore, User, UserCount, UserStore, identifier_key,
+    SamlStore, StoredSpKeyPair, User, UserCount, UserStore, identifier_key,
 };
 
 #[derive(Clone)]
@@ -454,8 +454,52 @@ impl AuditLog for SqlDirectory {
     }
 }
 
+async fn read_sp_key_pair(
+    conn: &mut sqlx::AnyConnection,
+) -> Result<Option<StoredSpKeyPair>, sqlx::Error> {
+    let row =
+        sqlx::query("SELECT private_key_pem, certificate_pem FROM saml_sp_key_pair WHERE id = 1")
+            .fetch_optional(conn)
+            .await?;
+    let Some(row) = row else { return Ok(None) };
+    Ok(Some(StoredSpKeyPair {
+        private_key_pem: row.try_get("private_key_pem")?,
+        certificate_pem: row.try_get("certificate_pem")?,
+    }))
+}
+
 #[async_trait]
 impl SamlStore for SqlDirectory {
+    async fn load_sp_key_pair(&self) -> Result<Option<StoredSpKeyPair>, DirectoryError> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(read_sp_key_pair(&mut conn).await?)
+    }
+
+    async fn add_first_sp_key_pair(
+        &self,
+        pair: &StoredSpKeyPair,
+        now: i64,
+    ) -> Result<(StoredSpKeyPair, bool), DirectoryError> {
+        // Instances that start together must all end up with the pair that
+        // the first of them stores.
+        let mut tx = db::begin_exclusive(&self.pool).await?;
+        if let Some(existing) = read_sp_key_pair(&mut tx).await? {
+            tx.commit().await?;
+            return Ok((existing, false));
+        }
+        sqlx::query(
+            "INSERT INTO saml_sp_key_pair (id, private_key_pem, certificate_pem, created_at) \
+             VALUES (1, $1, $2, $3)",
+        )
+        .bind(&pair.private_key_pem)
+        .bind(&pair.certificate_pem)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((pair.clone(), true))
+    }
+
     async fn load_idp_settings(&self) -> Result<Option<String>, DirectoryError> {
         Ok(
             sqlx::query_scalar("SELECT settings FROM saml_idp_settings WHERE id = 1")

@@ -57,8 +57,6 @@ pub struct Broker {
     pub config_path: PathBuf,
     dir: TempDir,
     database: Database,
-    /// Environment variables for `serve` and the command-line subcommands.
-    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -183,19 +181,17 @@ filter = "info,unified_login=debug"
             config_path,
             dir,
             database,
-            env: Vec::new(),
             child: None,
         }
     }
 
     /// Writes the config of a second instance of `first`'s service, without
-    /// starting it: a new folder and port, but the same database, public URL,
-    /// SAML SP key and certificate, and every other setting. Call it once
-    /// `first`'s config is complete, because later changes to it do not
-    /// reach the copy.
+    /// starting it: a new folder and port, but the same database, public URL
+    /// and every other setting. Call it once `first`'s config is complete,
+    /// because later changes to it do not reach the copy.
     ///
-    /// `first` must start before the sibling, because it creates the SP key
-    /// pair in its folder at its first start.
+    /// The sibling gets no SAML SP key files: it loads the key pair from the
+    /// shared database, as an instance in production does.
     pub fn prepare_sibling(first: &Broker) -> Self {
         let dir = tempfile::tempdir().expect("temporary folder");
         let port = free_port();
@@ -213,23 +209,6 @@ filter = "info,unified_login=debug"
         let config_path = dir.path().join("unified-login.toml");
         std::fs::write(&config_path, config).expect("write config");
 
-        // The config leaves the SP key pair at its default path, which is
-        // relative to the working folder, so the sibling gets absolute paths
-        // into the folder of the first broker. A sibling of a sibling
-        // inherits those paths.
-        let mut env = first.env.clone();
-        if env.is_empty() {
-            let certs = first.dir.path().join("certs");
-            env.push((
-                "UNIFIED_LOGIN_SAML__SP_KEY".to_owned(),
-                certs.join("saml-sp.key").display().to_string(),
-            ));
-            env.push((
-                "UNIFIED_LOGIN_SAML__SP_CERTIFICATE".to_owned(),
-                certs.join("saml-sp.crt").display().to_string(),
-            ));
-        }
-
         let scheme = first.base_url.split_once("://").expect("scheme").0;
         Self {
             base_url: format!("{scheme}://127.0.0.1:{port}"),
@@ -238,7 +217,6 @@ filter = "info,unified_login=debug"
             config_path,
             dir,
             database: first.database.clone(),
-            env,
             child: None,
         }
     }
@@ -258,7 +236,6 @@ filter = "info,unified_login=debug"
             .arg("--config")
             .arg(&self.config_path)
             .arg("serve")
-            .envs(self.env.iter().map(|(name, value)| (name, value)))
             .current_dir(self.dir.path())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
@@ -331,7 +308,7 @@ filter = "info,unified_login=debug"
 
     /// Runs a command-line subcommand against this broker's config.
     pub fn cli(&self, args: &[&str], stdin: &str) -> Output {
-        run_cli_with_env(&self.config_path, self.dir.path(), &self.env, args, stdin)
+        run_cli(&self.config_path, self.dir.path(), args, stdin)
     }
 
     /// Adds a user with `PASSWORD` and returns nothing; panics on failure.
@@ -392,21 +369,10 @@ impl Drop for Broker {
 }
 
 pub fn run_cli(config: &Path, dir: &Path, args: &[&str], stdin: &str) -> Output {
-    run_cli_with_env(config, dir, &[], args, stdin)
-}
-
-fn run_cli_with_env(
-    config: &Path,
-    dir: &Path,
-    env: &[(String, String)],
-    args: &[&str],
-    stdin: &str,
-) -> Output {
     let mut child = broker_command()
         .arg("--config")
         .arg(config)
         .args(args)
-        .envs(env.iter().map(|(name, value)| (name, value)))
         .current_dir(dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

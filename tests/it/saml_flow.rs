@@ -300,13 +300,6 @@ fn certificate_fingerprint(pem: &str) -> String {
     HEXLOWER.encode(&digest)
 }
 
-/// Returns the base64 body of a PEM block on one line.
-fn pem_body(pem: &str) -> String {
-    pem.lines()
-        .filter(|line| !line.starts_with("-----"))
-        .collect()
-}
-
 /// Runs a broker command, panics when it fails, and returns its stdout.
 fn cli_stdout(broker: &Broker, args: &[&str], stdin: &str) -> String {
     let output = broker.cli(args, stdin);
@@ -1140,13 +1133,26 @@ async fn sp_metadata_lists_acs_and_certificate() {
         xml.contains("use=\"signing\""),
         "signing key descriptor: {xml}"
     );
-    // The broker creates the SP certificate at first start under `certs/` in
-    // its working folder, which is the data folder.
-    let certificate = std::fs::read_to_string(broker.data_dir().join("certs/saml-sp.crt"))
-        .expect("SP certificate file");
+    // The broker creates the SP key pair in the database at first start,
+    // and `saml show` prints the fingerprint of its certificate.
+    let start = xml
+        .find("X509Certificate>")
+        .unwrap_or_else(|| panic!("no certificate in the metadata: {xml}"))
+        + "X509Certificate>".len();
+    let end = xml[start..].find("</").expect("end of the certificate") + start;
+    let der = BASE64
+        .decode(xml[start..end].trim().as_bytes())
+        .expect("base64 certificate");
+    let fingerprint = HEXLOWER.encode(
+        &X509::from_der(&der)
+            .expect("DER certificate")
+            .digest(MessageDigest::sha256())
+            .expect("SHA-256 of the certificate"),
+    );
+    let show = cli_stdout(&broker, &["saml", "show"], "");
     assert!(
-        xml.contains(&pem_body(&certificate)),
-        "the SP certificate in the metadata: {xml}"
+        show.contains(&format!("SHA-256 {fingerprint} (in the database)")),
+        "`saml show` names the metadata certificate {fingerprint}: {show}"
     );
 }
 

@@ -26,7 +26,7 @@ use self::request::AuthnRequestParams;
 use self::response::{ResponseError, ValidationContext, VerifiedAssertion};
 use self::settings::{IdpSettings, ImportedMetadata};
 use self::sp_keys::SpKeyPair;
-use crate::config::SamlConfig;
+use crate::config::{SamlConfig, SpKeyLocation};
 use crate::directory::SamlStore;
 
 /// How long the IdP settings read from the database are reused before the
@@ -54,6 +54,7 @@ pub struct SamlBroker {
     entity_id: String,
     acs_url: String,
     keys: SpKeyPair,
+    key_location: SpKeyLocation,
     sign_requests: bool,
     config_idp: Option<IdpSettings>,
     store: Arc<dyn SamlStore>,
@@ -63,10 +64,13 @@ pub struct SamlBroker {
 }
 
 impl SamlBroker {
-    pub fn new(
+    /// Builds the SAML side of the broker and loads the SP key pair,
+    /// creating it at first start. `now` is the Unix time in seconds.
+    pub async fn new(
         config: &SamlConfig,
         public_url: &Url,
         store: Arc<dyn SamlStore>,
+        now: i64,
     ) -> anyhow::Result<Self> {
         let entity_id = match &config.sp_entity_id {
             Some(entity_id) => entity_id.clone(),
@@ -74,7 +78,8 @@ impl SamlBroker {
         };
         let acs_url = public_url.join("saml/acs")?.to_string();
         let common_name = public_url.host_str().unwrap_or("unified-login");
-        let keys = sp_keys::load_or_create(&config.sp_key, &config.sp_certificate, common_name)?;
+        let key_location = config.sp_key_location();
+        let keys = sp_keys::load(&key_location, store.as_ref(), common_name, now).await?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::limited(3))
@@ -83,6 +88,7 @@ impl SamlBroker {
             entity_id,
             acs_url,
             keys,
+            key_location,
             sign_requests: config.sign_authn_requests,
             config_idp: config.idp.clone(),
             store,
@@ -98,6 +104,16 @@ impl SamlBroker {
 
     pub fn acs_url(&self) -> &str {
         &self.acs_url
+    }
+
+    /// Returns the hex SHA-256 fingerprint of the SP certificate.
+    pub fn sp_certificate_fingerprint(&self) -> anyhow::Result<String> {
+        self.keys.fingerprint()
+    }
+
+    /// Returns where the SP key pair is kept.
+    pub fn sp_key_location(&self) -> &SpKeyLocation {
+        &self.key_location
     }
 
     pub fn metadata_xml(&self) -> anyhow::Result<String> {
