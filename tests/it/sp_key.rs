@@ -3,10 +3,10 @@
 //! key. The first start after an upgrade imports the key files that earlier
 //! versions created at the default path.
 //!
-//! The signatures are checked here as an IdP checks the HTTP-Redirect
-//! binding, against the certificate in the SP metadata, so these tests need
-//! no IdP process. The IdP settings point at a closed port that is never
-//! contacted.
+//! Most tests check the signatures here as an IdP checks the HTTP-Redirect
+//! binding, against the certificate in the SP metadata, so they need no IdP
+//! process, and their IdP settings point at a closed port that is never
+//! contacted. One test has SimpleSAMLphp check them.
 
 use data_encoding::BASE64;
 use openssl::hash::MessageDigest;
@@ -16,6 +16,7 @@ use reqwest::StatusCode;
 use unified_login::connector::saml::sp_keys::generate_self_signed;
 
 use crate::harness::{Broker, Options};
+use crate::peers::simplesamlphp::{Signing, SimpleSamlPhp};
 use crate::saml_flow::{Client, IdpFields, add_cl_auth_user, configure_idp};
 
 const EMAIL: &str = "jane@example.com";
@@ -226,5 +227,98 @@ async fn default_key_files_imported_on_upgrade() {
     assert!(
         !a.log().contains("PRIVATE KEY") && !b.log().contains("PRIVATE KEY"),
         "no instance logs key material"
+    );
+}
+
+/// Sends a browser to `redirect_url` at SimpleSAMLphp and returns whether it
+/// shows its login form, which it does only for an AuthnRequest it accepts.
+async fn simplesamlphp_shows_login(idp: &SimpleSamlPhp, redirect_url: &str) -> bool {
+    // Redirects are followed because they all stay within the IdP.
+    let http = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .expect("HTTP client");
+    let response = http.get(redirect_url).send().await.expect("GET at the IdP");
+    let status = response.status();
+    let body = response.text().await.expect("IdP page body");
+    let shows_login = status == StatusCode::OK && body.contains("name=\"AuthState\"");
+    if !shows_login {
+        eprintln!(
+            "SimpleSAMLphp returned {status} without a login form; log:\n{}",
+            idp.log()
+        );
+    }
+    shows_login
+}
+
+/// Returns `redirect_url` with its `Signature` parameter taken from
+/// `other_url`, a signature by the right key over a different request.
+fn with_signature_of(redirect_url: &str, other_url: &str) -> String {
+    let signature_of = |url: &str| {
+        let query = url.split_once('?').expect("query string").1;
+        query
+            .split('&')
+            .find(|pair| pair.starts_with("Signature="))
+            .expect("Signature parameter")
+            .to_owned()
+    };
+    redirect_url.replace(&signature_of(redirect_url), &signature_of(other_url))
+}
+
+#[tokio::test]
+async fn simplesamlphp_accepts_both_instances() {
+    let mut a = Broker::prepare(Options::default());
+    add_cl_auth_user(&a, "jane", EMAIL);
+    a.serve();
+    let certificate = metadata_certificate(&a).await;
+    let certificate_pem = String::from_utf8(certificate.to_pem().expect("PEM")).expect("UTF-8 PEM");
+    let Some(idp) = SimpleSamlPhp::start_checking_requests(
+        &a.url("/saml/metadata"),
+        &a.url("/saml/acs"),
+        Signing::Assertion,
+        &certificate_pem,
+    ) else {
+        return;
+    };
+    configure_idp(
+        &a,
+        &IdpFields {
+            sso_url: &idp.sso_url,
+            entity_id: &idp.entity_id,
+            certificate_pem: &idp.certificate_pem,
+        },
+        &[],
+    );
+    // A restart loads the new IdP settings without waiting for the cache.
+    a.stop();
+    a.serve();
+    let mut b = Broker::prepare_sibling(&a);
+    b.serve();
+
+    let from_a = Client::new().identify(&a, EMAIL).await.location;
+    let from_b = Client::new().identify(&b, EMAIL).await.location;
+    assert!(
+        from_a.starts_with(&idp.sso_url),
+        "A redirects to the IdP: {from_a}"
+    );
+    assert!(
+        from_b.starts_with(&idp.sso_url),
+        "B redirects to the IdP: {from_b}"
+    );
+    assert!(
+        simplesamlphp_shows_login(&idp, &from_a).await,
+        "SimpleSAMLphp accepts the AuthnRequest of instance A"
+    );
+    assert!(
+        simplesamlphp_shows_login(&idp, &from_b).await,
+        "SimpleSAMLphp accepts the AuthnRequest of instance B\nB log:\n{}",
+        b.log()
+    );
+
+    // The IdP does check: a valid signature over another request fails.
+    let forged = with_signature_of(&from_b, &from_a);
+    assert!(
+        !simplesamlphp_shows_login(&idp, &forged).await,
+        "SimpleSAMLphp rejects a request whose signature does not match it"
     );
 }

@@ -327,8 +327,8 @@ mod tests {
         }
     }
 
-    fn der(pair: &SpKeyPair) -> Vec<u8> {
-        pair.certificate.to_der().unwrap()
+    fn fingerprint_of(pair: &SpKeyPair) -> String {
+        pair.fingerprint().unwrap()
     }
 
     #[tokio::test]
@@ -343,13 +343,17 @@ mod tests {
             load(&location, &store, "sp", 1)
         );
         let (first, second) = (first.unwrap(), second.unwrap());
-        assert_eq!(der(&first), der(&second), "both instances load one pair");
+        assert_eq!(
+            fingerprint_of(&first),
+            fingerprint_of(&second),
+            "both instances load one pair"
+        );
         assert!(first.key.public_eq(&second.key));
 
         let third = load(&location, &store, "sp", 2).await.unwrap();
         assert_eq!(
-            der(&first),
-            der(&third),
+            fingerprint_of(&first),
+            fingerprint_of(&third),
             "a later start loads the same pair"
         );
         assert!(
@@ -369,8 +373,8 @@ mod tests {
         let location = database_location(dir.path());
         let imported = load(&location, &store, "new", 1).await.unwrap();
         assert_eq!(
-            der(&imported),
-            der(&files),
+            fingerprint_of(&imported),
+            fingerprint_of(&files),
             "the files' certificate is used"
         );
         assert!(imported.key.public_eq(&files.key), "the files' key is used");
@@ -379,8 +383,8 @@ mod tests {
         std::fs::remove_file(&cert).unwrap();
         let later = load(&location, &store, "new", 2).await.unwrap();
         assert_eq!(
-            der(&later),
-            der(&files),
+            fingerprint_of(&later),
+            fingerprint_of(&files),
             "the imported pair outlives the files"
         );
     }
@@ -402,10 +406,14 @@ mod tests {
             unreachable!("database_location returns a database location");
         };
         let files = load_or_create(legacy_key, legacy_certificate, "other").unwrap();
-        assert_ne!(der(&files), der(&stored));
+        assert_ne!(fingerprint_of(&files), fingerprint_of(&stored));
 
         let loaded = load(&other, &store, "sp", 2).await.unwrap();
-        assert_eq!(der(&loaded), der(&stored), "the database's pair is used");
+        assert_eq!(
+            fingerprint_of(&loaded),
+            fingerprint_of(&stored),
+            "the database's pair is used"
+        );
     }
 
     #[tokio::test]

@@ -162,6 +162,27 @@ impl SimpleSamlPhp {
     /// it panics, so that CI cannot pass without running the SAML tests.
     /// It also panics when the IdP does not serve its metadata within 30 s.
     pub fn start(sp_entity_id: &str, acs_url: &str, signing: Signing) -> Option<Self> {
+        Self::start_with(sp_entity_id, acs_url, signing, None)
+    }
+
+    /// Starts an IdP like [`SimpleSamlPhp::start`] that also checks the
+    /// signature of every AuthnRequest with `sp_certificate_pem`, and shows
+    /// an error page in place of the login form when it is invalid or missing.
+    pub fn start_checking_requests(
+        sp_entity_id: &str,
+        acs_url: &str,
+        signing: Signing,
+        sp_certificate_pem: &str,
+    ) -> Option<Self> {
+        Self::start_with(sp_entity_id, acs_url, signing, Some(sp_certificate_pem))
+    }
+
+    fn start_with(
+        sp_entity_id: &str,
+        acs_url: &str,
+        signing: Signing,
+        sp_certificate_pem: Option<&str>,
+    ) -> Option<Self> {
         if let Err(reason) = check_installation() {
             return missing_peer(
                 "SAML peer test",
@@ -170,7 +191,14 @@ impl SimpleSamlPhp {
         }
 
         let process = PeerProcess::start(&PEER, |root, port| {
-            write_run_folder(root, port, sp_entity_id, acs_url, signing);
+            write_run_folder(
+                root,
+                port,
+                sp_entity_id,
+                acs_url,
+                signing,
+                sp_certificate_pem,
+            );
             php_server_command(root, port)
         });
         let base_url = process.base_url();
@@ -237,7 +265,14 @@ impl SimpleSamlPhp {
 
 /// Writes the config templates, the key pair and `parameters.php` for a
 /// server on `port` into the run folder `root`.
-fn write_run_folder(root: &Path, port: u16, sp_entity_id: &str, acs_url: &str, signing: Signing) {
+fn write_run_folder(
+    root: &Path,
+    port: u16,
+    sp_entity_id: &str,
+    acs_url: &str,
+    signing: Signing,
+    sp_certificate_pem: Option<&str>,
+) {
     for folder in RUN_FOLDERS {
         fs::create_dir_all(root.join(folder)).expect("create a SimpleSAMLphp run folder");
     }
@@ -252,7 +287,14 @@ fn write_run_folder(root: &Path, port: u16, sp_entity_id: &str, acs_url: &str, s
     let base_url = format!("http://127.0.0.1:{port}");
     fs::write(
         root.join("parameters.php"),
-        parameters_php(&base_url, port, sp_entity_id, acs_url, signing),
+        parameters_php(
+            &base_url,
+            port,
+            sp_entity_id,
+            acs_url,
+            signing,
+            sp_certificate_pem,
+        ),
     )
     .expect("write parameters.php");
 }
@@ -312,7 +354,14 @@ fn parameters_php(
     sp_entity_id: &str,
     acs_url: &str,
     signing: Signing,
+    sp_certificate_pem: Option<&str>,
 ) -> String {
+    // The base64 body of the PEM block, the form of `certData`.
+    let sp_certificate: String = sp_certificate_pem
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| !line.starts_with("-----"))
+        .collect();
     let entries = [
         ("base_url", php_string(base_url)),
         ("port", port.to_string()),
@@ -321,6 +370,7 @@ fn parameters_php(
         ("sp_entity_id", php_string(sp_entity_id)),
         ("acs_url", php_string(acs_url)),
         ("signing", php_string(signing.parameter())),
+        ("sp_certificate", php_string(&sp_certificate)),
     ];
 
     let mut php = String::from(

@@ -16,6 +16,10 @@ if ($signing !== 'response' && $signing !== 'assertion') {
     );
 }
 
+// With an SP certificate (base64 DER) the IdP rejects AuthnRequests whose
+// signature that certificate does not verify.
+$spCertificate = $parameters['sp_certificate'] ?? '';
+
 $metadata[$parameters['sp_entity_id']] = [
     'AssertionConsumerService' => [
         [
@@ -29,6 +33,9 @@ $metadata[$parameters['sp_entity_id']] = [
     'saml20.sign.response' => $signing === 'response',
     'saml20.sign.assertion' => $signing === 'assertion',
 
-    'validate.authnrequest' => false,
+    'validate.authnrequest' => $spCertificate !== '',
     'NameIDFormat' => 'urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress',
 ];
+if ($spCertificate !== '') {
+    $metadata[$parameters['sp_entity_id']]['certData'] = $spCertificate;
+}
