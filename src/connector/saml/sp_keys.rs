@@ -169,8 +169,8 @@ async fn load_or_create_shared(
 }
 
 /// Reads the files that earlier versions created, for the import into an
-/// empty database. Half a pair is an error, because creating a new pair
-/// would lock out an IdP that trusts the old certificate.
+/// empty database. Half a pair is an error, because the IdP may trust only
+/// the old certificate and would reject requests signed by a new pair.
 fn read_legacy_files(key: &Path, certificate: &Path) -> anyhow::Result<Option<SpKeyPair>> {
     match (key.exists(), certificate.exists()) {
         (false, false) => Ok(None),
