@@ -22,3 +22,4 @@ mod saml_builder;
 mod saml_flow;
 mod saml_responses;
 mod scim;
+mod trusted_proxies;
