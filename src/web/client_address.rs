@@ -33,6 +33,8 @@ const X_FORWARDED_FOR: &str = "x-forwarded-for";
 static REJECTED_HEADERS: AtomicU64 = AtomicU64::new(0);
 /// A rejected header is logged the first time and then once per this many.
 const LOG_EVERY_REJECTED: u64 = 1000;
+/// Characters of a rejected entry that the warning includes.
+const MAX_LOGGED_ENTRY_CHARS: usize = 100;
 
 /// The client's address, stored in the request extensions by [`record`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,12 +91,15 @@ impl TrustedProxies {
             Err(entry) => {
                 let rejected = REJECTED_HEADERS.fetch_add(1, Ordering::Relaxed) + 1;
                 if rejected == 1 || rejected.is_multiple_of(LOG_EVERY_REJECTED) {
+                    // A header line may be many kilobytes long, so the log
+                    // keeps the start of the entry only.
+                    let entry: String = entry.chars().take(MAX_LOGGED_ENTRY_CHARS).collect();
                     tracing::warn!(
                         peer.ip = %peer,
                         entry,
                         rejected_total = rejected,
-                        "X-Forwarded-For from a trusted proxy has an entry that is not an IP address; \
-                         using the proxy's own address"
+                        "X-Forwarded-For from a trusted proxy contains an entry that is not an IP address, \
+                         so the proxy's own address is used"
                     );
                 }
                 peer
