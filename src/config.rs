@@ -28,6 +28,7 @@ pub struct Config {
     pub database_url: String,
     /// Pool size, timeouts and what start-up does with an older schema.
     pub database: crate::db::DatabaseConfig,
+    pub network: NetworkConfig,
     pub tls: Option<TlsConfig>,
     pub session: SessionConfig,
     pub lockout: LockoutConfig,
@@ -45,6 +46,17 @@ pub struct Config {
     pub email: crate::email::EmailConfig,
     pub health: HealthConfig,
     pub log: LogConfig,
+}
+
+/// The `[network]` table: how the broker learns the client's address.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    /// Networks of the load balancers and reverse proxies in front of the
+    /// broker, as CIDR blocks or single addresses. A request from one of them
+    /// takes its client address from `X-Forwarded-For`. Empty: every request
+    /// uses its TCP peer's address and the header is ignored.
+    pub trusted_proxies: Vec<String>,
 }
 
 /// The `[health]` table: the checks that raise and clear alarms.
@@ -201,6 +213,7 @@ impl Default for Config {
             public_url: None,
             database_url: "sqlite://data/unified-login.db".to_owned(),
             database: crate::db::DatabaseConfig::default(),
+            network: NetworkConfig::default(),
             tls: None,
             session: SessionConfig::default(),
             lockout: LockoutConfig::default(),
@@ -308,6 +321,7 @@ impl Config {
         if self.rate_limit.per_ip_per_minute == 0 || self.rate_limit.burst == 0 {
             bail!("rate_limit.per_ip_per_minute and rate_limit.burst must be at least 1");
         }
+        crate::web::client_address::TrustedProxies::parse(&self.network.trusted_proxies)?;
         if self.session.idle_minutes == 0 || self.session.login_minutes == 0 {
             bail!("session.idle_minutes and session.login_minutes must be at least 1");
         }
@@ -486,6 +500,40 @@ mod tests {
         );
         assert!(err.contains("remove [ldap]"), "{err}");
         assert!(err.contains("or [oidc]"), "{err}");
+    }
+
+    #[test]
+    fn trusted_proxies_from_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[network]\ntrusted_proxies = [\"10.0.0.0/8\", \"127.0.0.1/32\", \"2001:db8::/32\"]\n",
+        )
+        .unwrap();
+        let config = Config::load(Some(&path)).unwrap();
+        assert_eq!(
+            config.network.trusted_proxies,
+            ["10.0.0.0/8", "127.0.0.1/32", "2001:db8::/32"]
+        );
+        assert!(Config::default().network.trusted_proxies.is_empty());
+    }
+
+    #[test]
+    fn invalid_trusted_proxy_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[network]\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0/8\"]\n",
+        )
+        .unwrap();
+        let err = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(
+            err.contains("network.trusted_proxies[1] = \"10.0.0/8\" is invalid"),
+            "{err}"
+        );
+        assert!(err.contains("expected a CIDR block"), "{err}");
     }
 
     #[test]

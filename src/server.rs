@@ -71,6 +71,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .load(state.clock.now())
         .await
         .context("loading the token signing keys failed")?;
+    if !state.trusted_proxies.is_empty() {
+        tracing::info!(
+            trusted_proxies = ?config.network.trusted_proxies,
+            "requests from these networks take the client address from X-Forwarded-For"
+        );
+    }
     tokio::spawn(saml_housekeeping(state.clone()));
     tokio::spawn(provider_housekeeping(state.clone()));
     tokio::spawn(state.mailer.clone().run());

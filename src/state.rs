@@ -23,6 +23,7 @@ use crate::provider::Provider;
 use crate::provider::store::SqlProviderStore;
 use crate::scim::sql::SqlScimStore;
 use crate::scim::store::ScimStore;
+use crate::web::client_address::TrustedProxies;
 use crate::web::rate_limit::IpRateLimiter;
 
 #[derive(Clone)]
@@ -50,6 +51,8 @@ pub struct AppState {
     pub scim: Arc<dyn ScimStore>,
     pub lockout: LockoutPolicy,
     pub rate_limiter: IpRateLimiter,
+    /// Proxies whose `X-Forwarded-For` sets the client address.
+    pub trusted_proxies: Arc<TrustedProxies>,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -110,6 +113,7 @@ impl AppState {
             passwords,
             lockout: LockoutPolicy::from(&config.lockout),
             rate_limiter: IpRateLimiter::new(&config.rate_limit, pool.clone()),
+            trusted_proxies: Arc::new(TrustedProxies::parse(&config.network.trusted_proxies)?),
             clock,
             config: Arc::new(config),
         })

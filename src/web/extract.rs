@@ -9,6 +9,7 @@ use crate::directory::User;
 use crate::error::AppError;
 use crate::session::SignedIn;
 use crate::state::AppState;
+use crate::web::client_address::ClientAddress;
 
 /// The signed-in user of this browser. Without one, the request is sent to
 /// the sign-in page, which brings the browser back here afterwards.
@@ -68,8 +69,9 @@ fn redirect_to_login(parts: &Parts) -> Response {
     Redirect::to(&format!("/login?{query}")).into_response()
 }
 
-/// The client's IP address as seen by this server, when the listener records
-/// it (it does in `serve`; in-process tests may run without it).
+/// The client's IP address from [`ClientAddress`], which the rate limit uses
+/// too. `None` when the listener records no TCP peer (`serve` does,
+/// in-process tests may not).
 pub struct ClientIp(pub Option<String>);
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
@@ -78,8 +80,8 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let address = parts
             .extensions
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|info| info.0.ip().to_string());
+            .get::<ClientAddress>()
+            .map(|ClientAddress(ip)| ip.to_string());
         Ok(Self(address))
     }
 }

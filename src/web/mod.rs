@@ -1,6 +1,7 @@
 //! HTTP surface: router composition, middleware order, static files and
 //! health endpoints.
 
+pub mod client_address;
 pub mod csrf;
 pub mod extract;
 pub mod headers;
@@ -33,7 +34,8 @@ const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// Builds the whole application router.
 pub fn app(state: AppState, sessions: SessionManagerLayer<DbSessionStore>) -> Router {
     // Layers run outside-in in the reverse order of the `.layer` calls below:
-    // request id → trace → security headers → session → rate limit → CSRF → handler.
+    // request id → client address → trace → security headers → session →
+    // rate limit → CSRF → handler.
     let browser = Router::new()
         .merge(flow::routes())
         .merge(account::routes())
@@ -85,6 +87,10 @@ pub fn app(state: AppState, sessions: SessionManagerLayer<DbSessionStore>) -> Ro
                 )
             }),
         )
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            client_address::record,
+        ))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             REQUEST_TIMEOUT,

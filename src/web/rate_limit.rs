@@ -6,10 +6,10 @@
 //! the row contains the theoretical arrival time (TAT) of the next request,
 //! and a request is let through while the TAT stays within the burst.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -18,6 +18,7 @@ use sqlx::AnyPool;
 use crate::config::RateLimitConfig;
 use crate::error::AppError;
 use crate::state::AppState;
+use crate::web::client_address::ClientAddress;
 
 #[derive(Clone)]
 pub struct IpRateLimiter {
@@ -95,15 +96,16 @@ fn now_ms() -> i64 {
         .map_or(0, |elapsed| elapsed.as_millis() as i64)
 }
 
-/// Middleware that limits POST requests per client IP address.
+/// Middleware that limits POST requests per client IP address, as
+/// `client_address::record` found it.
 pub async fn limit_posts(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if request.method() != Method::POST {
         return next.run(request).await;
     }
     let ip = request
         .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(address)| address.ip());
+        .get::<ClientAddress>()
+        .map(|ClientAddress(ip)| *ip);
     if let Some(ip) = ip
         && let Err(wait) = state.rate_limiter.check(ip).await
     {

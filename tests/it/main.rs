@@ -23,3 +23,4 @@ mod saml_flow;
 mod saml_responses;
 mod scim;
 mod sp_key;
+mod trusted_proxies;

@@ -9,6 +9,9 @@
 //! address. The instance's status, headers and body come back unchanged,
 //! including redirects and `Set-Cookie`. Only the hop-by-hop headers of RFC
 //! 9110, section 7.6.1, are dropped in both directions, as in any proxy.
+//! Like a load balancer, the front door appends the address of the client it
+//! received the request from to `X-Forwarded-For`, after any entries that
+//! the client sent.
 //!
 //! The front door logs every request with the instance that served it, and
 //! keeps the request bodies for the paths given to
@@ -17,12 +20,13 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
-use axum::http::header::{CONNECTION, HeaderMap, HeaderName};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header::{CONNECTION, HeaderMap, HeaderName, HeaderValue};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
@@ -121,6 +125,7 @@ impl FrontDoor {
         };
         let app = Router::new().fallback(forward).with_state(proxy);
         let server = tokio::spawn(async move {
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             axum::serve(listener, app).await.expect("front door server");
         });
         Self {
@@ -203,7 +208,11 @@ fn index(instance: Instance) -> usize {
 
 /// Forwards one request to the instance that its path routes to, and
 /// returns that instance's response.
-async fn forward(State(proxy): State<Proxy>, request: Request) -> Response {
+async fn forward(
+    State(proxy): State<Proxy>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
     let (mut parts, body) = request.into_parts();
     let method = parts.method.to_string();
     let path = parts.uri.path().to_owned();
@@ -252,6 +261,7 @@ async fn forward(State(proxy): State<Proxy>, request: Request) -> Response {
                 .expect("backend URL and request path form a URI");
             parts.uri = uri;
             remove_hop_by_hop(&mut parts.headers);
+            append_forwarded_for(&mut parts.headers, client);
             let outbound = Request::from_parts(parts, body);
             match proxy.client.request(outbound).await {
                 Ok(response) => {
@@ -281,6 +291,20 @@ async fn forward(State(proxy): State<Proxy>, request: Request) -> Response {
             body: recorded,
         });
     response
+}
+
+/// Appends `client`'s address to `X-Forwarded-For`, joining the values of
+/// several header lines into one list, as proxies commonly do.
+fn append_forwarded_for(headers: &mut HeaderMap, client: SocketAddr) {
+    let name = HeaderName::from_static("x-forwarded-for");
+    let mut list: Vec<u8> = Vec::new();
+    for value in headers.get_all(&name) {
+        list.extend_from_slice(value.as_bytes());
+        list.extend_from_slice(b", ");
+    }
+    list.extend_from_slice(client.ip().to_string().as_bytes());
+    let value = HeaderValue::from_bytes(&list).expect("header bytes and an IP address");
+    headers.insert(name, value);
 }
 
 /// Removes the headers that apply to one connection only: those that the
