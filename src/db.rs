@@ -232,7 +232,11 @@ pub async fn open(url: &str, config: &DatabaseConfig) -> anyhow::Result<AnyPool>
 /// has migrations this binary does not know, which means a newer version
 /// already upgraded it.
 pub async fn migrate(pool: &AnyPool) -> anyhow::Result<()> {
-    let status = schema_status(pool).await?;
+    with_schema_lock(pool, migrate_locked(pool)).await
+}
+
+async fn migrate_locked(pool: &AnyPool) -> anyhow::Result<()> {
+    let status = schema_status_locked(pool).await?;
     let engine = Engine::of(pool);
     engine
         .migrator()
@@ -262,6 +266,38 @@ pub async fn migrate(pool: &AnyPool) -> anyhow::Result<()> {
 
 /// Reads which migrations the database has.
 pub async fn schema_status(pool: &AnyPool) -> anyhow::Result<SchemaStatus> {
+    with_schema_lock(pool, schema_status_locked(pool)).await
+}
+
+/// Runs `work` while this process holds PostgreSQL's schema lock, so that
+/// instances starting together check and migrate one after the other.
+/// Without it, two instances on a new database both create sqlx's
+/// migrations table, and the slower one stops with a duplicate-key error.
+/// SQLite needs no lock here, because several instances share a database
+/// only on PostgreSQL.
+async fn with_schema_lock<T>(
+    pool: &AnyPool,
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    if Engine::of(pool) != Engine::Postgres {
+        return work.await;
+    }
+    let mut holder = pool.acquire().await.context("cannot reach the database")?;
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(SCHEMA_LOCK_KEY)
+        .execute(&mut *holder)
+        .await
+        .context("cannot take the schema lock")?;
+    let result = work.await;
+    // A session-level lock lasts as long as its connection, so closing the
+    // connection releases it on every path, errors included.
+    if let Err(error) = holder.detach().close().await {
+        tracing::warn!(%error, "closing the schema-lock connection failed");
+    }
+    result
+}
+
+async fn schema_status_locked(pool: &AnyPool) -> anyhow::Result<SchemaStatus> {
     let migrator = Engine::of(pool).migrator();
     let mut connection = pool.acquire().await.context("cannot reach the database")?;
     connection
@@ -355,6 +391,9 @@ pub async fn begin_exclusive(pool: &AnyPool) -> Result<Transaction<'static, Any>
 /// The advisory-lock key of `begin_exclusive`, an arbitrary constant that
 /// other applications sharing the server are unlikely to use.
 const EXCLUSIVE_LOCK_KEY: i64 = 0x0075_6e69_6669_6564;
+
+/// The advisory-lock key that serialises schema checks and migrations.
+const SCHEMA_LOCK_KEY: i64 = EXCLUSIVE_LOCK_KEY + 1;
 
 /// Reads an integer flag column. Both engines store flags as 0 or 1,
 /// because the `Any` driver reads SQLite integers as numbers, never as

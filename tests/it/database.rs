@@ -136,6 +136,11 @@ impl PostgresDatabase {
 }
 
 impl PostgresDatabase {
+    /// Returns the database's URL, for `database_url`.
+    pub fn url(&self) -> String {
+        self.url.clone()
+    }
+
     /// Returns the database's URL with the server's port replaced, for a
     /// broker that reaches the server through a relay on that port.
     pub fn url_through(&self, port: u16) -> String {

@@ -7,6 +7,7 @@ mod browser;
 mod chromium;
 mod cli;
 mod database;
+mod first_start;
 mod harness;
 mod http_login;
 mod instances;

@@ -17,7 +17,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 
 use crate::database::{POSTGRES_ENV, PostgresDatabase, postgres_server};
-use crate::harness::{Broker, Options, PASSWORD, csrf_token, in_ci};
+use crate::harness::{Broker, Options, PASSWORD, csrf_token, free_port, in_ci};
 use crate::http_login::{Page, WebClient};
 
 /// Maximum wait for one request. The broker bounds its own database waits
@@ -37,8 +37,10 @@ struct Relay {
 
 impl Relay {
     fn start(target: u16) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("relay port");
-        let port = listener.local_addr().expect("relay address").port();
+        // The relay listens again on this port after a cut, so it must be a
+        // port that no outgoing connection can take meanwhile.
+        let port = free_port();
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("relay port");
         let mut relay = Self {
             port,
             target,
@@ -117,8 +119,9 @@ fn pipe(mut from: TcpStream, mut to: TcpStream) {
     });
 }
 
-/// Returns the PostgreSQL server, or `None` after printing why the test is skipped.
-fn server_or_skip() -> Option<String> {
+/// Returns the PostgreSQL server, or `None` after printing why the test is
+/// skipped. Under CI a missing server fails the test instead.
+pub fn server_or_skip() -> Option<String> {
     let server = postgres_server();
     if server.is_none() {
         assert!(
