@@ -76,6 +76,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             trusted_proxies = ?config.network.trusted_proxies,
             "requests from these networks take the client address from X-Forwarded-For"
         );
+        let everyone = state.trusted_proxies.trusting_everyone();
+        if !everyone.is_empty() {
+            tracing::warn!(
+                networks = ?everyone,
+                "trusted_proxies contains every address, so any client can set its own address \
+                 in X-Forwarded-For and escape the per-address rate limit; list only the proxies"
+            );
+        }
     }
     tokio::spawn(saml_housekeeping(state.clone()));
     tokio::spawn(provider_housekeeping(state.clone()));

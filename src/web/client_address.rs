@@ -21,7 +21,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::Response;
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 
 use crate::state::AppState;
 
@@ -64,6 +64,16 @@ impl TrustedProxies {
 
     pub fn is_empty(&self) -> bool {
         self.networks.is_empty()
+    }
+
+    /// Returns the configured blocks with a zero-length prefix, which trust
+    /// every peer of their address family.
+    pub fn trusting_everyone(&self) -> Vec<IpNet> {
+        self.networks
+            .iter()
+            .filter(|network| network.prefix_len() == 0)
+            .copied()
+            .collect()
     }
 
     fn contains(&self, address: IpAddr) -> bool {
@@ -163,7 +173,22 @@ fn parse_network(entry: &str) -> Result<IpNet, String> {
             network.trunc()
         ));
     }
-    Ok(network)
+    Ok(ipv4_form(network))
+}
+
+/// Returns an IPv4-mapped block (inside `::ffff:0:0/96`) as the IPv4 block
+/// it stands for, because peers and forwarded entries are compared in their
+/// IPv4 form.
+fn ipv4_form(network: IpNet) -> IpNet {
+    let IpNet::V6(v6) = network else {
+        return network;
+    };
+    match (v6.addr().to_ipv4_mapped(), v6.prefix_len().checked_sub(96)) {
+        (Some(address), Some(prefix)) => Ipv4Net::new(address, prefix)
+            .map(IpNet::V4)
+            .unwrap_or(network),
+        _ => network,
+    }
 }
 
 /// Parses one `X-Forwarded-For` entry. Some proxies append the client's
@@ -390,6 +415,36 @@ mod tests {
             proxies.client_address(ip("::ffff:10.0.0.5"), &headers),
             ip("198.51.100.7")
         );
+    }
+
+    #[test]
+    fn ipv4_mapped_entries_match_ipv4_peers() {
+        let proxies = trusted(&["::ffff:10.0.0.0/104", "::ffff:127.0.0.2/128"]);
+        let headers = forwarded_for(&["198.51.100.7"]);
+        assert_eq!(
+            proxies.client_address(ip("10.1.2.3"), &headers),
+            ip("198.51.100.7")
+        );
+        assert_eq!(
+            proxies.client_address(ip("127.0.0.2"), &headers),
+            ip("198.51.100.7")
+        );
+        assert_eq!(
+            proxies.client_address(ip("11.0.0.1"), &headers),
+            ip("11.0.0.1")
+        );
+    }
+
+    #[test]
+    fn zero_prefix_is_reported() {
+        let proxies = trusted(&["10.0.0.0/8", "0.0.0.0/0", "::/0"]);
+        let everyone: Vec<String> = proxies
+            .trusting_everyone()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(everyone, ["0.0.0.0/0", "::/0"]);
+        assert!(trusted(&["10.0.0.0/8"]).trusting_everyone().is_empty());
     }
 
     #[test]
