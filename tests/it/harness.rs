@@ -253,9 +253,9 @@ filter = "info,unified_login=debug"
         child.wait().expect("wait for unified-login serve");
     }
 
-    /// Waits until this broker's own log says it listens, and the port
-    /// answers. The log is checked as well because another process could
-    /// hold the port when this one cannot bind it.
+    /// Waits until this broker's log contains its listening line and the
+    /// port accepts connections. Checking the port alone could reach
+    /// another process that holds it after this broker failed to bind.
     fn wait_until_ready(&mut self, port: u16, starts_before: usize) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
