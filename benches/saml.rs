@@ -20,11 +20,7 @@ fn validation(c: &mut Criterion) {
         .with_timezone(&Utc);
     let xml = build(&Shape::entra(now));
     let encoded = data_encoding::BASE64.encode(xml.as_bytes());
-    let certificates: Vec<_> = parse_certificates(ENTRA_CERT)
-        .expect("certificate")
-        .into_iter()
-        .map(|c| c.der)
-        .collect();
+    let certificates = parse_certificates(ENTRA_CERT).expect("certificate");
     let audiences = vec![SP.to_owned()];
     let context = ValidationContext {
         certificates: &certificates,

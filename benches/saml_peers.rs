@@ -8,6 +8,8 @@
 //! bench/peers/validate_saml.py, which first checks that the library
 //! accepts the response and rejects a tampered copy. The broker is measured
 //! before and after the peers, and its figure is the mean of both runs.
+//! samael's signature check and reduction, which the broker used before it
+//! verified signatures itself, is timed on the same response for reference.
 //!
 //! The Python comes from `BENCH_PYTHON` (bench/run sets it to a virtual
 //! environment with the pinned peers), or `python3`. With `taskset` on the
@@ -20,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use data_encoding::BASE64;
-use unified_login::connector::saml::certs::parse_certificates;
+use unified_login::connector::saml::certs::{SigningCertificate, parse_certificates};
 use unified_login::connector::saml::request::new_request_id;
 use unified_login::connector::saml::response::{
     ResponseError, ValidationContext, decode_post_binding, validate,
@@ -41,7 +43,7 @@ struct Case {
     response_base64: String,
     tampered_base64: String,
     request_id: String,
-    certificates: Vec<samael::crypto::CertificateDer>,
+    certificates: Vec<SigningCertificate>,
 }
 
 /// Validates `encoded` as the broker's ACS does and returns the identity.
@@ -111,12 +113,17 @@ fn measure_broker(case: &Case, seconds: u64) -> Rate {
 }
 
 /// Measures samael's signature check and reduction to signed content alone,
-/// the part of the broker's validation that lies in the samael crate.
+/// a part of the work that the broker's whole validation also does.
 fn measure_samael_reduction(case: &Case, xml: &str, seconds: u64) -> Rate {
+    let certificates: Vec<_> = case
+        .certificates
+        .iter()
+        .map(|certificate| certificate.der.clone())
+        .collect();
     per_second(seconds, || {
         let reduced = Crypto::reduce_xml_to_signed_with_allowed_algorithms(
             std::hint::black_box(xml),
-            &case.certificates,
+            &certificates,
             ReduceMode::ValidateAndMarkNoAncestors,
             Some(&[AllowedSignatureAlgorithm::RsaSha256]),
         );
@@ -204,11 +211,7 @@ fn main() {
     // The NameID and the name claim both change, so only the signature can
     // tell the tampered copy from the original.
     let tampered = xml.replace(EMAIL, "mallory@contoso.example");
-    let certificates = parse_certificates(&key.certificate_pem)
-        .expect("generated certificate")
-        .into_iter()
-        .map(|certificate| certificate.der)
-        .collect();
+    let certificates = parse_certificates(&key.certificate_pem).expect("generated certificate");
     let case = Case {
         response_base64: BASE64.encode(xml.as_bytes()),
         tampered_base64: BASE64.encode(tampered.as_bytes()),
@@ -266,10 +269,9 @@ fn main() {
         broker.cpu
     );
     println!(
-        "saml_peers: of which samael's signature check and reduction {:.1} µs ({:.0}%), the broker's own checks and parsing {:.1} µs",
+        "saml_peers: samael's signature check and reduction alone {:.1} µs; the broker's whole validation is {:.1}x faster",
         1e6 / reduction.wall,
-        100.0 * broker.wall / reduction.wall,
-        1e6 / broker.wall - 1e6 / reduction.wall
+        broker.wall / reduction.wall
     );
     for peer in &peers {
         println!(

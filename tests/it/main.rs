@@ -22,6 +22,7 @@ mod saml_browser;
 mod saml_builder;
 mod saml_flow;
 mod saml_responses;
+mod saml_signatures;
 mod scim;
 mod sp_key;
 mod trusted_proxies;

@@ -138,7 +138,8 @@ fn key_der(pem: &str) -> Vec<u8> {
         .unwrap()
 }
 
-fn sign(xml: &str, key_pem: &str) -> String {
+/// Signs every empty signature template in `xml` with libxmlsec1.
+pub fn sign(xml: &str, key_pem: &str) -> String {
     Crypto::sign_xml(xml, &key_der(key_pem)).expect("xmlsec signing")
 }
 

@@ -4,8 +4,8 @@
 
 use chrono::{DateTime, Duration, Utc};
 use data_encoding::BASE64;
-use samael::crypto::CertificateDer;
-use unified_login::connector::saml::certs::parse_certificates;
+use unified_login::connector::saml::certs::{SigningCertificate, parse_certificates};
+use unified_login::connector::saml::dsig::SignatureError;
 use unified_login::connector::saml::response::{
     ResponseError, ValidationContext, VerifiedAssertion, decode_post_binding, validate,
 };
@@ -16,15 +16,14 @@ use crate::saml_builder::{
     build, build_with_key,
 };
 
-fn certificates(pems: &[&str]) -> Vec<CertificateDer> {
+fn certificates(pems: &[&str]) -> Vec<SigningCertificate> {
     pems.iter()
         .flat_map(|pem| parse_certificates(pem).unwrap())
-        .map(|cert| cert.der)
         .collect()
 }
 
 struct Check {
-    certificates: Vec<CertificateDer>,
+    certificates: Vec<SigningCertificate>,
     audiences: Vec<String>,
     expected_request_id: Option<&'static str>,
     allow_unsolicited: bool,
@@ -403,7 +402,15 @@ fn sha1_needs_explicit_setting() {
     };
     let xml = build(&shape);
     let mut check = Check::new(now());
-    assert_eq!(check.run(&xml), Err(ResponseError::Signature));
+    let error = check.run(&xml).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ResponseError::SignatureProfile(SignatureError::Sha1(_))
+        ),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("allow SHA-1"), "{error}");
     check.allow_sha1 = true;
     assert!(check.run(&xml).is_ok());
 }

@@ -5,6 +5,7 @@
 //! metadata as bare base64, so all of those forms are accepted.
 
 use data_encoding::BASE64;
+use openssl::pkey::{PKey, Public};
 use openssl::x509::X509;
 use samael::crypto::CertificateDer;
 
@@ -26,6 +27,9 @@ pub enum CertificateError {
 #[derive(Clone)]
 pub struct SigningCertificate {
     pub der: CertificateDer,
+    /// The public key, parsed once so that each response costs no
+    /// certificate decoding.
+    pub public_key: PKey<Public>,
     /// SHA-256 fingerprint, hex, used to name the certificate in logs and `saml show`.
     pub fingerprint: String,
     pub subject: String,
@@ -105,6 +109,10 @@ fn decode_certificate(index: usize, body: &str) -> Result<SigningCertificate, Ce
             index,
             detail: error.to_string(),
         })?;
+    let public_key = x509.public_key().map_err(|error| CertificateError::X509 {
+        index,
+        detail: error.to_string(),
+    })?;
     let subject = x509
         .subject_name()
         .entries()
@@ -113,6 +121,7 @@ fn decode_certificate(index: usize, body: &str) -> Result<SigningCertificate, Ce
         .join(", ");
     Ok(SigningCertificate {
         der: CertificateDer::from(der),
+        public_key,
         fingerprint: data_encoding::HEXLOWER.encode(&digest),
         subject,
         not_after: x509.not_after().to_string(),

@@ -8,6 +8,7 @@
 //! broker instances can share them.
 
 pub mod certs;
+pub mod dsig;
 pub mod metadata;
 pub mod request;
 pub mod response;
@@ -238,15 +239,10 @@ impl SamlBroker {
         expected_request_id: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<VerifiedAssertion, ResponseError> {
-        let certificates: Vec<_> = idp
-            .certificates
-            .iter()
-            .map(|cert| cert.der.clone())
-            .collect();
         let mut audiences = vec![self.entity_id.clone()];
         audiences.extend(idp.settings.extra_audiences.iter().cloned());
         let context = ValidationContext {
-            certificates: &certificates,
+            certificates: &idp.certificates,
             idp_entity_id: &idp.settings.entity_id,
             acs_url: &self.acs_url,
             audiences: &audiences,

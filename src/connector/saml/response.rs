@@ -1,38 +1,28 @@
 //! Validation of a SAML Response posted to the ACS.
 //!
 //! Each rule is its own function and the first failure rejects the response.
-//! The identity is read only from XML whose signature verified under one of
-//! the configured certificates (samael's reduction to signed content), so
-//! unsigned elements wrapped around or beside a signed assertion are never
-//! trusted. The envelope checks on the raw document only add restrictions.
+//! The identity is read only from the canonical bytes whose digest a
+//! signature under one of the configured certificates covers, so unsigned
+//! elements wrapped around or beside a signed assertion are never trusted.
+//! The envelope checks on the raw document only add restrictions.
 
 use chrono::{DateTime, Duration, Utc};
 use data_encoding::BASE64;
-use quick_xml::NsReader;
-use quick_xml::events::Event;
-use quick_xml::name::ResolveResult;
-use samael::crypto::{
-    AllowedSignatureAlgorithm, CertificateDer, Crypto, CryptoProvider, ReduceMode,
-};
+use openssl::pkey::{PKey, Public};
 use samael::schema::{Assertion, Response};
 
-const PROTOCOL_NS: &[u8] = b"urn:oasis:names:tc:SAML:2.0:protocol";
-const ASSERTION_NS: &[u8] = b"urn:oasis:names:tc:SAML:2.0:assertion";
+use super::certs::SigningCertificate;
+use super::dsig::tree::{Tree, TreeError};
+use super::dsig::{self, SignatureError};
+
+const PROTOCOL_NS: &str = "urn:oasis:names:tc:SAML:2.0:protocol";
+const ASSERTION_NS: &str = "urn:oasis:names:tc:SAML:2.0:assertion";
 const STATUS_SUCCESS: &str = "urn:oasis:names:tc:SAML:2.0:status:Success";
 const BEARER: &str = "urn:oasis:names:tc:SAML:2.0:cm:bearer";
 /// Largest SAMLResponse accepted, base64-encoded; real ones are a few KiB.
 pub const MAX_ENCODED_BYTES: usize = 256 * 1024;
 /// Oldest IssueInstant accepted, on top of the clock skew.
 const MAX_ASSERTION_AGE_SECONDS: i64 = 300;
-
-const STRONG_ALGORITHMS: &[AllowedSignatureAlgorithm] = &[
-    AllowedSignatureAlgorithm::RsaSha256,
-    AllowedSignatureAlgorithm::RsaSha384,
-    AllowedSignatureAlgorithm::RsaSha512,
-    AllowedSignatureAlgorithm::EcdsaSha256,
-    AllowedSignatureAlgorithm::EcdsaSha384,
-    AllowedSignatureAlgorithm::EcdsaSha512,
-];
 
 /// Reason a response was rejected. The message is for logs and administrators.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -55,10 +45,14 @@ pub enum ResponseError {
     AssertionCount(usize),
     #[error("encrypted assertions are not supported: turn off token encryption at the IdP")]
     EncryptedAssertion,
-    #[error(
-        "no valid signature from a configured IdP certificate covers the assertion (or the signature algorithm is not allowed)"
-    )]
+    #[error("no valid signature from a configured IdP certificate covers the assertion")]
     Signature,
+    #[error("the signature was refused: {0}")]
+    SignatureProfile(SignatureError),
+    #[error(
+        "a Signature element sits outside the Response and the Assertion, or one of them has two"
+    )]
+    SignaturePlacement,
     #[error("issuer '{found}' is not the IdP entity ID '{expected}'")]
     Issuer { found: String, expected: String },
     #[error("Destination '{found}' is not this ACS URL '{expected}'")]
@@ -92,7 +86,7 @@ pub enum ResponseError {
 
 /// Facts about this SP and the IdP that response validation needs.
 pub struct ValidationContext<'a> {
-    pub certificates: &'a [CertificateDer],
+    pub certificates: &'a [SigningCertificate],
     pub idp_entity_id: &'a str,
     pub acs_url: &'a str,
     /// The SP entity ID first, then any extra accepted audiences.
@@ -147,14 +141,17 @@ pub fn validate(
     xml: &str,
     context: &ValidationContext<'_>,
 ) -> Result<VerifiedAssertion, ResponseError> {
-    scan_structure(xml)?;
-    let envelope: Response = xml
-        .parse()
-        .map_err(|error| ResponseError::Malformed(format!("{error}")))?;
-    check_status(&envelope)?;
-    check_envelope(&envelope, context)?;
+    let tree = Tree::parse(xml).map_err(|error| match error {
+        TreeError::Doctype => ResponseError::Doctype,
+        TreeError::Comment => ResponseError::Comment,
+        TreeError::Malformed(detail) => ResponseError::Malformed(detail),
+        other => ResponseError::Malformed(format!("it contains {other}")),
+    })?;
+    let assertion_index = check_structure(&tree)?;
+    check_status(&tree)?;
+    check_envelope(&tree, context)?;
 
-    let assertion = verified_assertion(xml, context)?;
+    let assertion = verified_assertion(&tree, assertion_index, context)?;
     check_issuer(assertion.issuer.value.as_deref(), context)?;
     check_issue_instant(&assertion, context)?;
     let not_on_or_after = check_conditions(&assertion, context)?;
@@ -180,62 +177,47 @@ pub fn validate(
     })
 }
 
-/// Rejects DOCTYPEs and comments, and counts assertions at any depth so that
-/// an extra assertion hidden in an extension cannot slip past.
-fn scan_structure(xml: &str) -> Result<(), ResponseError> {
-    let mut reader = NsReader::from_str(xml);
-    let mut assertions = 0;
-    let mut root_checked = false;
-    loop {
-        let (namespace, event) = reader
-            .read_resolved_event()
-            .map_err(|error| ResponseError::Malformed(error.to_string()))?;
-        match event {
-            Event::DocType(_) => return Err(ResponseError::Doctype),
-            Event::Comment(_) => return Err(ResponseError::Comment),
-            Event::Start(element) | Event::Empty(element) => {
-                let local = element.local_name();
-                let in_namespace = |expected: &[u8]| matches!(&namespace, ResolveResult::Bound(ns) if ns.as_ref() == expected);
-                if !root_checked {
-                    if !(in_namespace(PROTOCOL_NS) && local.as_ref() == b"Response") {
-                        return Err(ResponseError::NotAResponse);
-                    }
-                    root_checked = true;
-                }
-                if in_namespace(ASSERTION_NS) && local.as_ref() == b"EncryptedAssertion" {
-                    return Err(ResponseError::EncryptedAssertion);
-                }
-                if in_namespace(ASSERTION_NS) && local.as_ref() == b"Assertion" {
-                    assertions += 1;
-                }
-            }
-            Event::Eof => break,
-            _ => {}
-        }
-    }
-    if !root_checked {
+/// Checks that the root is a protocol Response and counts assertions at any
+/// depth, so that an extra assertion hidden in an extension cannot slip
+/// past. Returns the one assertion.
+fn check_structure(tree: &Tree) -> Result<usize, ResponseError> {
+    if !tree.element(tree.root()).is(PROTOCOL_NS, "Response") {
         return Err(ResponseError::NotAResponse);
     }
-    if assertions != 1 {
-        return Err(ResponseError::AssertionCount(assertions));
+    let mut assertions = Vec::new();
+    for index in tree.indices() {
+        let element = tree.element(index);
+        if element.is(ASSERTION_NS, "EncryptedAssertion") {
+            return Err(ResponseError::EncryptedAssertion);
+        }
+        if element.is(ASSERTION_NS, "Assertion") {
+            assertions.push(index);
+        }
     }
-    Ok(())
+    match assertions[..] {
+        [assertion] => Ok(assertion),
+        _ => Err(ResponseError::AssertionCount(assertions.len())),
+    }
 }
 
-fn check_status(envelope: &Response) -> Result<(), ResponseError> {
-    let status = envelope
-        .status
-        .as_ref()
-        .and_then(|status| status.status_code.value.clone());
-    match status.as_deref() {
+/// The first child element of `parent` named `local` in `namespace`.
+fn child(tree: &Tree, parent: usize, namespace: &str, local: &str) -> Option<usize> {
+    tree.child_elements(parent)
+        .find(|&index| tree.element(index).is(namespace, local))
+}
+
+fn check_status(tree: &Tree) -> Result<(), ResponseError> {
+    let status = child(tree, tree.root(), PROTOCOL_NS, "Status");
+    let code = status
+        .and_then(|status| child(tree, status, PROTOCOL_NS, "StatusCode"))
+        .and_then(|code| tree.element(code).attribute("Value"));
+    match code {
         Some(STATUS_SUCCESS) => Ok(()),
         other => Err(ResponseError::Status {
             status: other.unwrap_or("(missing)").to_owned(),
-            message: envelope
-                .status
-                .as_ref()
-                .and_then(|status| status.status_message.as_ref())
-                .and_then(|message| message.value.clone())
+            message: status
+                .and_then(|status| child(tree, status, PROTOCOL_NS, "StatusMessage"))
+                .map(|message| tree.text(message))
                 .unwrap_or_default(),
         }),
     }
@@ -243,26 +225,20 @@ fn check_status(envelope: &Response) -> Result<(), ResponseError> {
 
 /// Checks the Response element's own claims. They may be unsigned, so they
 /// can only reject, never vouch for anything.
-fn check_envelope(
-    envelope: &Response,
-    context: &ValidationContext<'_>,
-) -> Result<(), ResponseError> {
-    if let Some(destination) = &envelope.destination
+fn check_envelope(tree: &Tree, context: &ValidationContext<'_>) -> Result<(), ResponseError> {
+    let response = tree.element(tree.root());
+    if let Some(destination) = response.attribute("Destination")
         && destination != context.acs_url
     {
         return Err(ResponseError::Destination {
-            found: destination.clone(),
+            found: destination.to_owned(),
             expected: context.acs_url.to_owned(),
         });
     }
-    if let Some(issuer) = envelope
-        .issuer
-        .as_ref()
-        .and_then(|issuer| issuer.value.as_deref())
-    {
-        check_issuer(Some(issuer), context)?;
+    if let Some(issuer) = child(tree, tree.root(), ASSERTION_NS, "Issuer") {
+        check_issuer(Some(&tree.text(issuer)), context)?;
     }
-    check_in_response_to(envelope.in_response_to.as_deref(), context)
+    check_in_response_to(response.attribute("InResponseTo"), context)
 }
 
 fn check_in_response_to(
@@ -285,61 +261,56 @@ fn check_in_response_to(
     }
 }
 
-/// Verifies the XML signatures and returns the assertion from the signed
-/// content only.
+/// Verifies every signature in the response and returns the assertion read
+/// from signed bytes only: the assertion's own signed form when it carries
+/// a signature, otherwise the signed Response's.
 fn verified_assertion(
-    xml: &str,
+    tree: &Tree,
+    assertion: usize,
     context: &ValidationContext<'_>,
 ) -> Result<Assertion, ResponseError> {
-    if context.certificates.is_empty() {
+    let keys: Vec<PKey<Public>> = context
+        .certificates
+        .iter()
+        .map(|certificate| certificate.public_key.clone())
+        .collect();
+    if keys.is_empty() {
         return Err(ResponseError::Signature);
     }
-    let allowed = if context.allow_sha1 {
-        None
-    } else {
-        Some(STRONG_ALGORITHMS)
-    };
-    let reduced = Crypto::reduce_xml_to_signed_with_allowed_algorithms(
-        xml,
-        context.certificates,
-        ReduceMode::ValidateAndMarkNoAncestors,
-        allowed,
-    )
-    .map_err(|error| {
-        tracing::debug!(%error, "SAML signature verification failed");
-        ResponseError::Signature
-    })?;
-
-    // serde ignores the root element's name, so it is checked here: an
-    // Assertion would also deserialise as a Response without an assertion.
-    match root_element(&reduced) {
-        Some((ns, name)) if ns == PROTOCOL_NS && name == b"Response" => reduced
-            .parse::<Response>()
-            .ok()
-            .and_then(|response| response.assertion)
-            .ok_or(ResponseError::Signature),
-        Some((ns, name)) if ns == ASSERTION_NS && name == b"Assertion" => reduced
-            .parse::<Assertion>()
-            .map_err(|_| ResponseError::Signature),
-        _ => Err(ResponseError::Signature),
-    }
-}
-
-/// Returns the namespace and local name of the document's root element.
-fn root_element(xml: &str) -> Option<(Vec<u8>, Vec<u8>)> {
-    let mut reader = NsReader::from_str(xml);
-    loop {
-        match reader.read_resolved_event().ok()? {
-            (namespace, Event::Start(element) | Event::Empty(element)) => {
-                let ns = match namespace {
-                    ResolveResult::Bound(ns) => ns.as_ref().to_vec(),
-                    _ => Vec::new(),
-                };
-                return Some((ns, element.local_name().as_ref().to_vec()));
-            }
-            (_, Event::Eof) => return None,
-            _ => {}
+    let mut signed_assertion = None;
+    let mut signed_response = None;
+    for index in tree.indices() {
+        if !tree.element(index).is(dsig::DSIG_NS, "Signature") {
+            continue;
         }
+        let slot = match tree.element(index).parent {
+            Some(parent) if parent == assertion => &mut signed_assertion,
+            Some(parent) if parent == tree.root() => &mut signed_response,
+            _ => return Err(ResponseError::SignaturePlacement),
+        };
+        if slot.is_some() {
+            return Err(ResponseError::SignaturePlacement);
+        }
+        let canonical =
+            dsig::verify_enveloped(tree, index, &keys, context.allow_sha1).map_err(|error| {
+                tracing::debug!(%error, "SAML signature verification failed");
+                match error {
+                    SignatureError::Mismatch | SignatureError::Digest => ResponseError::Signature,
+                    profile => ResponseError::SignatureProfile(profile),
+                }
+            })?;
+        *slot = Some(canonical);
+    }
+    match (signed_assertion, signed_response) {
+        (Some(canonical), _) => canonical
+            .parse::<Assertion>()
+            .map_err(|error| ResponseError::Malformed(format!("the signed assertion: {error}"))),
+        (None, Some(canonical)) => canonical
+            .parse::<Response>()
+            .map_err(|error| ResponseError::Malformed(format!("the signed response: {error}")))?
+            .assertion
+            .ok_or(ResponseError::Signature),
+        (None, None) => Err(ResponseError::Signature),
     }
 }
 

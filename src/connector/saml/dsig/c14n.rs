@@ -1,0 +1,236 @@
+//! Exclusive XML Canonicalization 1.0, without comments, of one element.
+//!
+//! This is the only canonicalisation the SAML signature profile uses. An
+//! element is written with the namespace declarations it or its attributes
+//! use, unless an output ancestor already wrote the same binding; prefixes
+//! named in an InclusiveNamespaces list are written when in scope, used or
+//! not, which is how IdPs keep `xs:string` in `xsi:type` values bound.
+
+use super::tree::{Child, Tree};
+
+/// Writes the canonical form of `apex` and its descendants to `out`,
+/// leaving out the subtree `omit` (the enveloped signature).
+pub fn exclusive(
+    tree: &Tree,
+    apex: usize,
+    omit: Option<usize>,
+    inclusive_prefixes: &[String],
+    out: &mut String,
+) {
+    let mut rendered = Vec::new();
+    write_element(tree, apex, omit, inclusive_prefixes, &mut rendered, out);
+}
+
+/// `rendered` holds the bindings written by output ancestors, innermost last.
+fn write_element(
+    tree: &Tree,
+    index: usize,
+    omit: Option<usize>,
+    inclusive_prefixes: &[String],
+    rendered: &mut Vec<(String, String)>,
+    out: &mut String,
+) {
+    let element = tree.element(index);
+
+    let mut prefixes: Vec<&str> = Vec::with_capacity(2 + element.attributes.len());
+    prefixes.push(&element.prefix);
+    for attribute in &element.attributes {
+        if !attribute.prefix.is_empty() {
+            prefixes.push(&attribute.prefix);
+        }
+    }
+    for listed in inclusive_prefixes {
+        let prefix = if listed == "#default" {
+            ""
+        } else {
+            listed.as_str()
+        };
+        // A listed prefix is written only where a binding for it exists.
+        if tree.lookup_namespace(index, prefix).is_some() {
+            prefixes.push(prefix);
+        }
+    }
+    prefixes.sort_unstable();
+    prefixes.dedup();
+
+    let mut declarations: Vec<(&str, &str)> = Vec::new();
+    for prefix in prefixes {
+        if prefix == "xml" {
+            continue;
+        }
+        let namespace = tree.lookup_namespace(index, prefix).unwrap_or("");
+        let written = rendered
+            .iter()
+            .rev()
+            .find(|(p, _)| p == prefix)
+            .map_or("", |(_, n)| n.as_str());
+        if written != namespace {
+            declarations.push((prefix, namespace));
+        }
+    }
+
+    out.push('<');
+    push_qualified(out, &element.prefix, &element.local);
+    for (prefix, namespace) in &declarations {
+        if prefix.is_empty() {
+            out.push_str(" xmlns=\"");
+        } else {
+            out.push_str(" xmlns:");
+            out.push_str(prefix);
+            out.push_str("=\"");
+        }
+        escape_attribute(namespace, out);
+        out.push('"');
+    }
+    let mut attributes: Vec<_> = element.attributes.iter().collect();
+    attributes.sort_by(|a, b| (&a.namespace, &a.local).cmp(&(&b.namespace, &b.local)));
+    for attribute in attributes {
+        out.push(' ');
+        push_qualified(out, &attribute.prefix, &attribute.local);
+        out.push_str("=\"");
+        escape_attribute(&attribute.value, out);
+        out.push('"');
+    }
+    out.push('>');
+
+    let depth = rendered.len();
+    rendered.extend(
+        declarations
+            .iter()
+            .map(|(prefix, namespace)| ((*prefix).to_owned(), (*namespace).to_owned())),
+    );
+    for child in &element.children {
+        match child {
+            Child::Text(text) => escape_text(text, out),
+            Child::Element(child) if Some(*child) == omit => {}
+            Child::Element(child) => {
+                write_element(tree, *child, omit, inclusive_prefixes, rendered, out)
+            }
+        }
+    }
+    rendered.truncate(depth);
+
+    out.push_str("</");
+    push_qualified(out, &element.prefix, &element.local);
+    out.push('>');
+}
+
+fn push_qualified(out: &mut String, prefix: &str, local: &str) {
+    if !prefix.is_empty() {
+        out.push_str(prefix);
+        out.push(':');
+    }
+    out.push_str(local);
+}
+
+fn escape_text(text: &str, out: &mut String) {
+    for character in text.chars() {
+        match character {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\r' => out.push_str("&#xD;"),
+            other => out.push(other),
+        }
+    }
+}
+
+fn escape_attribute(value: &str, out: &mut String) {
+    for character in value.chars() {
+        match character {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '"' => out.push_str("&quot;"),
+            '\t' => out.push_str("&#x9;"),
+            '\n' => out.push_str("&#xA;"),
+            '\r' => out.push_str("&#xD;"),
+            other => out.push(other),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn canonical(xml: &str, apex_local: &str, prefixes: &[&str]) -> String {
+        let tree = Tree::parse(xml).unwrap();
+        let apex = tree
+            .indices()
+            .find(|&index| tree.element(index).local == apex_local)
+            .unwrap();
+        let prefixes: Vec<String> = prefixes.iter().map(|p| (*p).to_owned()).collect();
+        let mut out = String::new();
+        exclusive(&tree, apex, None, &prefixes, &mut out);
+        out
+    }
+
+    #[test]
+    fn declares_only_the_namespaces_an_element_uses() {
+        let xml = r#"<p:Response xmlns:p="urn:p" xmlns:a="urn:a" xmlns:unused="urn:u"><a:Assertion ID="x"><a:Issuer>i</a:Issuer></a:Assertion></p:Response>"#;
+        assert_eq!(
+            canonical(xml, "Assertion", &[]),
+            r#"<a:Assertion xmlns:a="urn:a" ID="x"><a:Issuer>i</a:Issuer></a:Assertion>"#
+        );
+    }
+
+    #[test]
+    fn sorts_declarations_and_attributes_and_expands_empty_elements() {
+        let xml = r#"<r xmlns:b="urn:b" xmlns:a="urn:z" b:y="2" z="1" a:x="3"><e/></r>"#;
+        assert_eq!(
+            canonical(xml, "r", &[]),
+            r#"<r xmlns:a="urn:z" xmlns:b="urn:b" z="1" b:y="2" a:x="3"><e></e></r>"#
+        );
+    }
+
+    #[test]
+    fn escapes_text_and_attribute_values() {
+        let xml = "<r a=\"&lt;&amp;&quot;&#9;&#10;&#13;\">&lt;&amp;&gt;&#13;<![CDATA[<x>]]></r>";
+        assert_eq!(
+            canonical(xml, "r", &[]),
+            "<r a=\"&lt;&amp;&quot;&#x9;&#xA;&#xD;\">&lt;&amp;&gt;&#xD;&lt;x&gt;</r>"
+        );
+    }
+
+    #[test]
+    fn normalises_line_ends_and_attribute_whitespace() {
+        let xml = "<r a=\"one\ttwo\r\nthree\">x\r\ny\rz</r>";
+        assert_eq!(
+            canonical(xml, "r", &[]),
+            "<r a=\"one two three\">x\ny\nz</r>"
+        );
+    }
+
+    #[test]
+    fn undeclares_the_default_namespace_only_where_one_was_written() {
+        let xml = r#"<r xmlns="urn:d"><s xmlns=""><t/></s></r>"#;
+        assert_eq!(
+            canonical(xml, "r", &[]),
+            r#"<r xmlns="urn:d"><s xmlns=""><t></t></s></r>"#
+        );
+        assert_eq!(canonical(xml, "s", &[]), "<s><t></t></s>");
+    }
+
+    #[test]
+    fn writes_listed_prefixes_even_when_unused() {
+        let xml = r#"<r xmlns:xs="urn:xs" xmlns:a="urn:a"><a:v>xs:string</a:v></r>"#;
+        assert_eq!(
+            canonical(xml, "v", &["xs"]),
+            r#"<a:v xmlns:a="urn:a" xmlns:xs="urn:xs">xs:string</a:v>"#
+        );
+        assert_eq!(
+            canonical(xml, "v", &["missing"]),
+            r#"<a:v xmlns:a="urn:a">xs:string</a:v>"#
+        );
+    }
+
+    #[test]
+    fn does_not_repeat_a_binding_an_ancestor_wrote() {
+        let xml =
+            r#"<a:r xmlns:a="urn:a"><a:s xmlns:a="urn:a"><a:t xmlns:a="urn:other"/></a:s></a:r>"#;
+        assert_eq!(
+            canonical(xml, "r", &[]),
+            r#"<a:r xmlns:a="urn:a"><a:s><a:t xmlns:a="urn:other"></a:t></a:s></a:r>"#
+        );
+    }
+}
