@@ -4,6 +4,7 @@
 
 mod admin;
 mod browser;
+mod c14n_differential;
 mod chromium;
 mod cli;
 mod database;

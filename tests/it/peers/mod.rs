@@ -4,7 +4,7 @@
 pub mod front_door;
 pub mod oidc_provider;
 pub mod openid_client;
-mod process;
+pub(crate) mod process;
 pub mod pysaml2;
 pub mod simplesamlphp;
 pub mod slapd;

@@ -257,7 +257,15 @@ fn read_element(
             .normalized_value(XmlVersion::Implicit1_0)
             .map_err(malformed)?
             .into_owned();
-        match attribute.key.as_namespace_binding() {
+        let binding = attribute.key.as_namespace_binding();
+        // Canonicalisers disagree on escaping these in namespace names (libxml2
+        // writes them raw), and no SAML namespace contains them.
+        if binding.is_some() && value.contains(['&', '<', '"']) {
+            return Err(TreeError::Malformed(format!(
+                "the namespace name '{value}' contains '&', '<' or '\"'"
+            )));
+        }
+        match binding {
             Some(PrefixDeclaration::Default) => element.declarations.push((String::new(), value)),
             Some(PrefixDeclaration::Named(prefix)) => {
                 if value.is_empty() {
