@@ -21,6 +21,7 @@ mod provider;
 mod provider_browser;
 mod saml_browser;
 mod saml_builder;
+mod saml_dsig_attacks;
 mod saml_flow;
 mod saml_responses;
 mod saml_signatures;

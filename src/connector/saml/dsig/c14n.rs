@@ -8,17 +8,38 @@
 
 use super::tree::{Child, Tree};
 
+/// The canonical form outgrew its bound.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TooLarge;
+
+/// The largest canonical form written for a document of `source_bytes`.
+/// A real one is about as long as its source; only bindings written again
+/// on many elements make it longer.
+pub fn limit(source_bytes: usize) -> usize {
+    2 * source_bytes + 64 * 1024
+}
+
 /// Writes the canonical form of `apex` and its descendants to `out`,
-/// leaving out the subtree `omit` (the enveloped signature).
+/// leaving out the subtree `omit` (the enveloped signature). Stops once
+/// `out` grows past [`limit`] for the tree's source.
 pub fn exclusive(
     tree: &Tree,
     apex: usize,
     omit: Option<usize>,
     inclusive_prefixes: &[String],
     out: &mut String,
-) {
+) -> Result<(), TooLarge> {
     let mut rendered = Vec::new();
-    write_element(tree, apex, omit, inclusive_prefixes, &mut rendered, out);
+    let bound = limit(tree.source_bytes());
+    write_element(
+        tree,
+        apex,
+        omit,
+        inclusive_prefixes,
+        &mut rendered,
+        out,
+        bound,
+    )
 }
 
 /// `rendered` holds the bindings written by output ancestors, innermost last.
@@ -29,7 +50,11 @@ fn write_element(
     inclusive_prefixes: &[String],
     rendered: &mut Vec<(String, String)>,
     out: &mut String,
-) {
+    bound: usize,
+) -> Result<(), TooLarge> {
+    if out.len() > bound {
+        return Err(TooLarge);
+    }
     let element = tree.element(index);
 
     let mut prefixes: Vec<&str> = Vec::with_capacity(2 + element.attributes.len());
@@ -104,7 +129,7 @@ fn write_element(
             Child::Text(text) => escape_text(text, out),
             Child::Element(child) if Some(*child) == omit => {}
             Child::Element(child) => {
-                write_element(tree, *child, omit, inclusive_prefixes, rendered, out)
+                write_element(tree, *child, omit, inclusive_prefixes, rendered, out, bound)?
             }
         }
     }
@@ -113,6 +138,7 @@ fn write_element(
     out.push_str("</");
     push_qualified(out, &element.prefix, &element.local);
     out.push('>');
+    Ok(())
 }
 
 fn push_qualified(out: &mut String, prefix: &str, local: &str) {
@@ -161,7 +187,7 @@ mod tests {
             .unwrap();
         let prefixes: Vec<String> = prefixes.iter().map(|p| (*p).to_owned()).collect();
         let mut out = String::new();
-        exclusive(&tree, apex, None, &prefixes, &mut out);
+        exclusive(&tree, apex, None, &prefixes, &mut out).unwrap();
         out
     }
 

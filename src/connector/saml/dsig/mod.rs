@@ -28,6 +28,9 @@ use tree::Tree;
 pub const DSIG_NS: &str = "http://www.w3.org/2000/09/xmldsig#";
 const EXC_C14N: &str = "http://www.w3.org/2001/10/xml-exc-c14n#";
 const ENVELOPED: &str = "http://www.w3.org/2000/09/xmldsig#enveloped-signature";
+/// Most prefixes accepted in an InclusiveNamespaces list; IdPs name one or
+/// two (`xs`, `xsi`). Each is looked up on every canonicalised element.
+const MAX_INCLUSIVE_PREFIXES: usize = 16;
 
 /// Why a signature was not accepted. Profile errors name what the IdP
 /// sent, so an administrator can change its signing settings.
@@ -60,6 +63,10 @@ pub enum SignatureError {
     Base64(&'static str),
     #[error("the digest does not match the signed element: it was changed after signing")]
     Digest,
+    #[error("the InclusiveNamespaces list names more than {MAX_INCLUSIVE_PREFIXES} prefixes")]
+    TooManyPrefixes,
+    #[error("the signed content's canonical form is far larger than the message")]
+    CanonicalTooLarge,
     #[error("the signature does not verify with any configured IdP certificate")]
     Mismatch,
 }
@@ -216,7 +223,8 @@ pub fn verify_enveloped(
         Some(signature),
         &content_prefixes,
         &mut canonical,
-    );
+    )
+    .map_err(|_| SignatureError::CanonicalTooLarge)?;
     let digest =
         hash((digest_hash.digest)(), canonical.as_bytes()).map_err(|_| SignatureError::Digest)?;
     if !bool::from(digest.as_ref().ct_eq(&digest_value)) {
@@ -230,7 +238,8 @@ pub fn verify_enveloped(
         None,
         &signed_info_prefixes,
         &mut signed_info_bytes,
-    );
+    )
+    .map_err(|_| SignatureError::CanonicalTooLarge)?;
     let signature_bytes = base64_text(tree, signature_value, "SignatureValue")?;
     let verified = keys.iter().any(|key| {
         verify_with(
@@ -330,6 +339,9 @@ fn exclusive_method(
             .split_ascii_whitespace()
             .map(str::to_owned)
             .collect();
+        if prefixes.len() > MAX_INCLUSIVE_PREFIXES {
+            return Err(SignatureError::TooManyPrefixes);
+        }
     }
     Ok(prefixes)
 }

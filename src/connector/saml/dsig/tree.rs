@@ -5,14 +5,23 @@
 //! The parser admits only what SAML needs, so DOCTYPEs, comments and
 //! processing instructions stop it before anything is verified.
 
-use quick_xml::NsReader;
+use quick_xml::Reader;
 use quick_xml::XmlVersion;
 use quick_xml::escape::resolve_predefined_entity;
 use quick_xml::events::{BytesStart, Event};
-use quick_xml::name::{PrefixDeclaration, ResolveResult};
+use quick_xml::name::PrefixDeclaration;
 
 /// Deepest nesting accepted. Entra's responses are nine levels deep.
 const MAX_DEPTH: usize = 64;
+/// Most namespace declarations in one document. Real responses make fewer
+/// than twenty; the limit bounds the cost of resolving and canonicalising
+/// names, which grows with the declarations in scope.
+pub const MAX_DECLARATIONS: usize = 256;
+/// Longest namespace name accepted. Canonicalisation may write a binding on
+/// many elements, so a long name would multiply the canonical form's size.
+pub const MAX_NAMESPACE_BYTES: usize = 1024;
+const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";
+const XMLNS_NS: &str = "http://www.w3.org/2000/xmlns/";
 
 /// Why a document was not accepted as a tree.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -27,6 +36,8 @@ pub enum TreeError {
     ProcessingInstruction,
     #[error("elements nested deeper than {MAX_DEPTH} levels")]
     TooDeep,
+    #[error("more than {MAX_DECLARATIONS} namespace declarations")]
+    TooManyDeclarations,
 }
 
 /// One element: its names as written and resolved, and its content.
@@ -64,16 +75,20 @@ pub enum Child {
 #[derive(Debug)]
 pub struct Tree {
     elements: Vec<Element>,
+    /// Length of the parsed text, which bounds the canonical forms.
+    source_bytes: usize,
 }
 
 impl Tree {
     pub fn parse(xml: &str) -> Result<Self, TreeError> {
-        let mut reader = NsReader::from_str(xml);
+        let mut reader = Reader::from_str(xml);
         let mut elements: Vec<Element> = Vec::new();
         let mut open: Vec<usize> = Vec::new();
+        let mut declarations = 0;
+        let mut first_event = true;
         loop {
-            let (resolved, event) = reader.read_resolved_event().map_err(malformed)?;
-            let namespace = resolved_namespace(resolved)?;
+            let event = reader.read_event().map_err(malformed)?;
+            let at_start = std::mem::replace(&mut first_event, false);
             match event {
                 Event::Start(ref start) | Event::Empty(ref start) => {
                     if open.is_empty() && !elements.is_empty() {
@@ -83,7 +98,11 @@ impl Tree {
                         return Err(TreeError::TooDeep);
                     }
                     let index = elements.len();
-                    let element = read_element(&reader, start, namespace, open.last().copied())?;
+                    let element = read_element(&elements, start, open.last().copied())?;
+                    declarations += element.declarations.len();
+                    if declarations > MAX_DECLARATIONS {
+                        return Err(TreeError::TooManyDeclarations);
+                    }
                     if let Some(&parent) = open.last() {
                         elements[parent].children.push(Child::Element(index));
                     }
@@ -121,7 +140,12 @@ impl Tree {
                 Event::DocType(_) => return Err(TreeError::Doctype),
                 Event::Comment(_) => return Err(TreeError::Comment),
                 Event::PI(_) => return Err(TreeError::ProcessingInstruction),
-                Event::Decl(_) => {}
+                Event::Decl(_) if at_start => {}
+                Event::Decl(_) => {
+                    return Err(TreeError::Malformed(
+                        "an XML declaration after the start of the document".into(),
+                    ));
+                }
                 Event::Eof => break,
             }
         }
@@ -133,11 +157,18 @@ impl Tree {
                 "the document ends inside an element".into(),
             ));
         }
-        Ok(Self { elements })
+        Ok(Self {
+            elements,
+            source_bytes: xml.len(),
+        })
     }
 
     pub fn element(&self, index: usize) -> &Element {
         &self.elements[index]
+    }
+
+    pub fn source_bytes(&self) -> usize {
+        self.source_bytes
     }
 
     pub fn root(&self) -> usize {
@@ -163,20 +194,7 @@ impl Tree {
     /// The namespace `prefix` is bound to at `index`, looking through its
     /// ancestors; `None` when nothing binds it (or it was bound to nothing).
     pub fn lookup_namespace(&self, index: usize, prefix: &str) -> Option<&str> {
-        let mut current = Some(index);
-        while let Some(at) = current {
-            let element = &self.elements[at];
-            if let Some((_, namespace)) = element
-                .declarations
-                .iter()
-                .rev()
-                .find(|(declared, _)| declared == prefix)
-            {
-                return (!namespace.is_empty()).then_some(namespace.as_str());
-            }
-            current = element.parent;
-        }
-        None
+        lookup(&self.elements, Some(index), prefix)
     }
 
     /// The text content of `index` and its descendants.
@@ -214,15 +232,22 @@ fn malformed(error: impl std::fmt::Display) -> TreeError {
     TreeError::Malformed(error.to_string())
 }
 
-fn resolved_namespace(resolved: ResolveResult<'_>) -> Result<String, TreeError> {
-    match resolved {
-        ResolveResult::Bound(namespace) => utf8(namespace.as_ref()),
-        ResolveResult::Unbound => Ok(String::new()),
-        ResolveResult::Unknown(prefix) => Err(TreeError::Malformed(format!(
-            "the prefix '{}' is not declared",
-            String::from_utf8_lossy(&prefix)
-        ))),
+/// The namespace bound to `prefix` at `index` among `elements`.
+fn lookup<'a>(elements: &'a [Element], index: Option<usize>, prefix: &str) -> Option<&'a str> {
+    let mut current = index;
+    while let Some(at) = current {
+        let element = &elements[at];
+        if let Some((_, namespace)) = element
+            .declarations
+            .iter()
+            .rev()
+            .find(|(declared, _)| declared == prefix)
+        {
+            return (!namespace.is_empty()).then_some(namespace.as_str());
+        }
+        current = element.parent;
     }
+    None
 }
 
 fn utf8(bytes: &[u8]) -> Result<String, TreeError> {
@@ -231,10 +256,12 @@ fn utf8(bytes: &[u8]) -> Result<String, TreeError> {
         .map_err(malformed)
 }
 
+/// Reads a start tag. Names resolve against the declarations as the tree
+/// holds them, after entity expansion, so that the namespace an element is
+/// checked under is the one canonicalisation writes.
 fn read_element(
-    reader: &NsReader<&[u8]>,
+    elements: &[Element],
     start: &BytesStart<'_>,
-    namespace: String,
     parent: Option<usize>,
 ) -> Result<Element, TreeError> {
     let name = start.name();
@@ -246,7 +273,7 @@ fn read_element(
             .transpose()?
             .unwrap_or_default(),
         local: utf8(name.local_name().as_ref())?,
-        namespace,
+        namespace: String::new(),
         declarations: Vec::new(),
         attributes: Vec::new(),
         children: Vec::new(),
@@ -257,41 +284,104 @@ fn read_element(
             .normalized_value(XmlVersion::Implicit1_0)
             .map_err(malformed)?
             .into_owned();
-        let binding = attribute.key.as_namespace_binding();
-        // Canonicalisers disagree on escaping these in namespace names (libxml2
-        // writes them raw), and no SAML namespace contains them.
-        if binding.is_some() && value.contains(['&', '<', '"']) {
+        let Some(binding) = attribute.key.as_namespace_binding() else {
+            element.attributes.push(Attribute {
+                prefix: attribute
+                    .key
+                    .prefix()
+                    .map(|p| utf8(p.as_ref()))
+                    .transpose()?
+                    .unwrap_or_default(),
+                local: utf8(attribute.key.local_name().as_ref())?,
+                namespace: String::new(),
+                value,
+            });
+            continue;
+        };
+        check_namespace_name(&value)?;
+        let prefix = match binding {
+            PrefixDeclaration::Default => String::new(),
+            PrefixDeclaration::Named(prefix) => utf8(prefix)?,
+        };
+        let reserved = match prefix.as_str() {
+            "xml" => value != XML_NS,
+            "xmlns" => true,
+            _ => value == XML_NS || value == XMLNS_NS,
+        };
+        if reserved || (!prefix.is_empty() && value.is_empty()) {
             return Err(TreeError::Malformed(format!(
-                "the namespace name '{value}' contains '&', '<' or '\"'"
+                "the prefix '{prefix}' cannot be bound to '{value}'"
             )));
         }
-        match binding {
-            Some(PrefixDeclaration::Default) => element.declarations.push((String::new(), value)),
-            Some(PrefixDeclaration::Named(prefix)) => {
-                if value.is_empty() {
-                    return Err(TreeError::Malformed(
-                        "a prefix is bound to an empty namespace".into(),
-                    ));
-                }
-                element.declarations.push((utf8(prefix)?, value));
-            }
-            None => {
-                let (resolved, local) = reader.resolver().resolve_attribute(attribute.key);
-                element.attributes.push(Attribute {
-                    prefix: attribute
-                        .key
-                        .prefix()
-                        .map(|p| utf8(p.as_ref()))
-                        .transpose()?
-                        .unwrap_or_default(),
-                    local: utf8(local.as_ref())?,
-                    namespace: resolved_namespace(resolved)?,
-                    value,
-                });
-            }
+        if element
+            .declarations
+            .iter()
+            .any(|(declared, _)| *declared == prefix)
+        {
+            return Err(TreeError::Malformed(format!(
+                "the prefix '{prefix}' is declared twice on one element"
+            )));
+        }
+        element.declarations.push((prefix, value));
+    }
+
+    let resolve = |element: &Element, prefix: &str| -> Result<String, TreeError> {
+        if prefix == "xml" {
+            return Ok(XML_NS.to_owned());
+        }
+        let own = element
+            .declarations
+            .iter()
+            .find(|(declared, _)| declared == prefix)
+            .map(|(_, namespace)| namespace.as_str());
+        match own.or_else(|| lookup(elements, parent, prefix)) {
+            Some(namespace) => Ok(namespace.to_owned()),
+            None if prefix.is_empty() => Ok(String::new()),
+            None => Err(TreeError::Malformed(format!(
+                "the prefix '{prefix}' is not declared"
+            ))),
+        }
+    };
+    element.namespace = resolve(&element, &element.prefix)?;
+    let mut namespaces = Vec::with_capacity(element.attributes.len());
+    for attribute in &element.attributes {
+        // Attributes without a prefix are in no namespace, whatever the default.
+        namespaces.push(if attribute.prefix.is_empty() {
+            String::new()
+        } else {
+            resolve(&element, &attribute.prefix)?
+        });
+    }
+    for (attribute, namespace) in element.attributes.iter_mut().zip(namespaces) {
+        attribute.namespace = namespace;
+    }
+    let mut seen = std::collections::HashSet::with_capacity(element.attributes.len());
+    for attribute in &element.attributes {
+        if !seen.insert((attribute.namespace.as_str(), attribute.local.as_str())) {
+            return Err(TreeError::Malformed(format!(
+                "the attribute '{}' appears twice under different prefixes",
+                attribute.local
+            )));
         }
     }
     Ok(element)
+}
+
+/// Refuses namespace names that canonicalisers write differently (libxml2
+/// writes '&', '<' and '"' unescaped) and names too long to repeat. No SAML
+/// namespace comes close to either.
+fn check_namespace_name(value: &str) -> Result<(), TreeError> {
+    if value.len() > MAX_NAMESPACE_BYTES {
+        return Err(TreeError::Malformed(format!(
+            "a namespace name is longer than {MAX_NAMESPACE_BYTES} bytes"
+        )));
+    }
+    if value.contains(['&', '<', '"']) || value.chars().any(char::is_whitespace) {
+        return Err(TreeError::Malformed(format!(
+            "the namespace name '{value}' contains whitespace, '&', '<' or '\"'"
+        )));
+    }
+    Ok(())
 }
 
 /// Appends text to the open element, joining it to text just before it so
