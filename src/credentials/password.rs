@@ -1,10 +1,14 @@
-//! Argon2id password hashing on a bounded pool of blocking threads.
+//! Argon2id password hashing on a fixed pool of hashing threads.
 //!
 //! Hashing is deliberately slow, so it never runs on the async runtime's
 //! worker threads: a burst of sign-ins would otherwise stall every other
-//! request. A semaphore bounds how many hashes run at once.
+//! request. Each pool thread takes the next job from a shared queue as soon
+//! as it finishes one, so a busy pool hashes back to back instead of
+//! waiting for the runtime to hand it the next job, and it keeps its own
+//! Argon2 memory from one verification to the next.
 
-use std::sync::{Arc, Mutex};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 
 use anyhow::Context;
 use argon2::password_hash::rand_core::OsRng;
@@ -12,7 +16,6 @@ use argon2::password_hash::{PasswordHash, PasswordHasher as _, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
-use tokio::sync::Semaphore;
 
 use crate::config::PasswordConfig;
 
@@ -30,18 +33,19 @@ pub fn argon2_params(config: &PasswordConfig) -> anyhow::Result<Params> {
     .map_err(|error| anyhow::anyhow!("{error}"))
 }
 
+/// Work for a hashing thread, given that thread's Argon2 memory. Reusing
+/// the memory matters: allocating it afresh (19 MiB by default) made the
+/// kernel fault in every page again, which added about a third to a
+/// login's CPU time in benches/password_login.rs.
+type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
+
 #[derive(Clone)]
 pub struct PasswordHasher {
     argon2: Argon2<'static>,
-    permits: Arc<Semaphore>,
+    jobs: flume::Sender<Job>,
     /// Hash of a random password, verified when no user matches the typed
     /// identifier so that unknown users cost the same time as known ones.
     dummy_hash: Arc<str>,
-    /// Argon2 memory of finished verifications, which the next ones reuse,
-    /// at most one buffer per permit. Allocating it afresh (19 MiB by
-    /// default) made the kernel fault in every page again, which added about
-    /// a third to a login's CPU time in benches/password_login.rs.
-    spare_memory: Arc<Mutex<Vec<Vec<Block>>>>,
 }
 
 impl PasswordHasher {
@@ -60,18 +64,33 @@ impl PasswordHasher {
             )
             .map_err(|error| anyhow::anyhow!("argon2 self-test failed: {error}"))?
             .to_string();
+        let (jobs, queue) = flume::unbounded::<Job>();
+        for number in 0..workers {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("argon2-{number}"))
+                .spawn(move || {
+                    let mut memory = Vec::new();
+                    // The queue closes when the last hasher is dropped.
+                    while let Ok(job) = queue.recv() {
+                        // A panicking job drops its reply, which its caller
+                        // reports; the thread goes on with the next job.
+                        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut memory)));
+                    }
+                })
+                .context("cannot start a password hashing thread")?;
+        }
         Ok(Self {
             argon2,
-            permits: Arc::new(Semaphore::new(workers)),
+            jobs,
             dummy_hash: dummy_hash.into(),
-            spare_memory: Arc::new(Mutex::new(Vec::new())),
         })
     }
 
     /// Hashes `password` into a PHC string with a fresh salt.
     pub async fn hash(&self, password: SecretString) -> anyhow::Result<String> {
         let argon2 = self.argon2.clone();
-        self.run_blocking(move || {
+        self.run(move |_memory| {
             let salt = SaltString::generate(&mut OsRng);
             argon2
                 .hash_password(password.expose_secret().as_bytes(), &salt)
@@ -87,42 +106,36 @@ impl PasswordHasher {
     pub async fn verify(&self, password: SecretString, stored_hash: Option<String>) -> bool {
         let has_hash = stored_hash.is_some();
         let hash = stored_hash.unwrap_or_else(|| self.dummy_hash.to_string());
-        let spare_memory = self.spare_memory.clone();
         let matched = self
-            .run_blocking(move || {
+            .run(move |memory| {
                 let Ok(parsed) = PasswordHash::new(&hash) else {
                     tracing::error!("stored password hash is not a valid PHC string");
                     return false;
                 };
-                let mut memory = spare_memory
-                    .lock()
-                    .ok()
-                    .and_then(|mut spare| spare.pop())
-                    .unwrap_or_default();
-                let matched =
-                    verify_with_memory(password.expose_secret().as_bytes(), &parsed, &mut memory);
-                if let Ok(mut spare) = spare_memory.lock() {
-                    spare.push(memory);
-                }
-                matched
+                verify_with_memory(password.expose_secret().as_bytes(), &parsed, memory)
             })
             .await
             .unwrap_or(false);
         has_hash && matched
     }
 
-    async fn run_blocking<T: Send + 'static>(
+    async fn run<T: Send + 'static>(
         &self,
-        work: impl FnOnce() -> T + Send + 'static,
+        work: impl FnOnce(&mut Vec<Block>) -> T + Send + 'static,
     ) -> anyhow::Result<T> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
+        let (reply, result) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move |memory| {
+                // A request that timed out or whose client left no longer
+                // waits; skipping its hash keeps an overloaded pool from
+                // working for nobody.
+                if !reply.is_closed() {
+                    let _ = reply.send(work(memory));
+                }
+            }))
+            .ok()
             .context("password pool closed")?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .context("password worker panicked")
+        result.await.context("password worker panicked")
     }
 }
 
@@ -218,6 +231,60 @@ mod tests {
             parallelism: 1,
             workers: 1,
         }
+    }
+
+    #[tokio::test]
+    async fn abandoned_jobs_are_skipped_and_panics_do_not_stop_the_pool() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let hasher = PasswordHasher::new(&fast_config()).unwrap();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+
+        // The only worker waits on the gate while a second job queues up
+        // behind it and its caller goes away.
+        let first = {
+            let (hasher, ran) = (hasher.clone(), ran.clone());
+            tokio::spawn(async move {
+                hasher
+                    .run(move |_| {
+                        gate.recv().unwrap();
+                        ran.fetch_add(1, Ordering::SeqCst);
+                    })
+                    .await
+            })
+        };
+        let abandoned = {
+            let (hasher, ran) = (hasher.clone(), ran.clone());
+            tokio::spawn(async move {
+                hasher
+                    .run(move |_| {
+                        ran.fetch_add(1, Ordering::SeqCst);
+                    })
+                    .await
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        abandoned.abort();
+        let _ = abandoned.await;
+        release.send(()).unwrap();
+        first.await.unwrap().unwrap();
+
+        let within = std::time::Duration::from_secs(10);
+        let panicked = tokio::time::timeout(within, hasher.run(|_| panic!("job failure")))
+            .await
+            .expect("a panicking job gets an answer");
+        assert!(panicked.is_err());
+        let counted = ran.clone();
+        tokio::time::timeout(
+            within,
+            hasher.run(move |_| {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }),
+        )
+        .await
+        .expect("the pool still runs jobs after a panic")
+        .unwrap();
+        assert_eq!(ran.load(Ordering::SeqCst), 2, "the abandoned job ran");
     }
 
     #[tokio::test]
