@@ -234,7 +234,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn abandoned_jobs_are_skipped_and_panics_do_not_stop_the_pool() {
+    async fn abandoned_and_panicking_jobs() {
         use std::sync::atomic::{AtomicUsize, Ordering};
         let hasher = PasswordHasher::new(&fast_config()).unwrap();
         let ran = Arc::new(AtomicUsize::new(0));

@@ -64,6 +64,7 @@ impl Generator {
                 }
             }
         }
+
         let named: Vec<&str> = bound.iter().copied().filter(|p| !p.is_empty()).collect();
         let prefix = if !named.is_empty() && self.rng.gen_bool(0.5) {
             named[self.rng.gen_range(0..named.len())]
@@ -81,6 +82,7 @@ impl Generator {
                     .push_str(&format!(" xmlns:{prefix}=\"{namespace}\""));
             }
         }
+
         // One attribute per local name keeps expanded names unique even when
         // two prefixes share a namespace.
         for local in ["id", "x", "y"] {
@@ -95,6 +97,7 @@ impl Generator {
                     .push_str(&format!(" {}{local}=\"{value}\"", qualify(prefix)));
             }
         }
+
         if depth > 4 || self.rng.gen_bool(0.2) {
             self.out.push_str("/>");
             return;

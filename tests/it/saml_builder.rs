@@ -4,6 +4,10 @@
 
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use samael::crypto::{Crypto, CryptoProvider};
+use unified_login::connector::saml::certs::SigningCertificate;
+use unified_login::connector::saml::response::{
+    ResponseError, ValidationContext, VerifiedAssertion, validate,
+};
 use unified_login::connector::saml::settings::ENTRA_UPN_CLAIM;
 
 pub const ENTRA_KEY: &str = include_str!("../fixtures/keys/entra-test.key");
@@ -172,4 +176,29 @@ pub fn build_with_key(shape: &Shape, assertion_id: &str, key_pem: &str) -> Strin
 
 pub fn build(shape: &Shape) -> String {
     build_with_key(shape, "_9f8e7d6c-1111-4000-8000-00000000bbbb", ENTRA_KEY)
+}
+
+/// Validates `xml` as the ACS of the SP above does for the pending request
+/// `REQUEST_ID`, trusting `certificates`, with the identity read from
+/// `identity_attribute` (the NameID when `None`).
+pub fn validate_for_sp(
+    xml: &str,
+    certificates: &[SigningCertificate],
+    identity_attribute: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<VerifiedAssertion, ResponseError> {
+    let audiences = [SP.to_owned()];
+    let context = ValidationContext {
+        certificates,
+        idp_entity_id: IDP,
+        acs_url: ACS,
+        audiences: &audiences,
+        expected_request_id: Some(REQUEST_ID),
+        allow_unsolicited: false,
+        clock_skew: Duration::seconds(120),
+        allow_sha1: false,
+        identity_attribute,
+        now,
+    };
+    validate(xml, &context)
 }

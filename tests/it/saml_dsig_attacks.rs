@@ -8,13 +8,12 @@ use openssl::x509::X509;
 use samael::crypto::{CertificateDer, Crypto, CryptoProvider};
 use unified_login::connector::saml::certs::{SigningCertificate, parse_certificates};
 use unified_login::connector::saml::dsig::SignatureError;
-use unified_login::connector::saml::response::{
-    ResponseError, ValidationContext, VerifiedAssertion, validate,
-};
+use unified_login::connector::saml::response::{ResponseError, VerifiedAssertion};
 use unified_login::connector::saml::settings::ENTRA_UPN_CLAIM;
 
 use crate::saml_builder::{
     ACS, ENTRA_CERT, ENTRA_KEY, IDP, REQUEST_ID, SP, Shape, Signed, UPN, build, sign,
+    validate_for_sp,
 };
 
 const ASSERTION_ID: &str = "_9f8e7d6c-1111-4000-8000-00000000bbbb";
@@ -31,20 +30,7 @@ fn run_with(
     identity_attribute: Option<&str>,
 ) -> Result<VerifiedAssertion, ResponseError> {
     let certificates: Vec<SigningCertificate> = parse_certificates(ENTRA_CERT).unwrap();
-    let audiences = vec![SP.to_owned()];
-    let context = ValidationContext {
-        certificates: &certificates,
-        idp_entity_id: IDP,
-        acs_url: ACS,
-        audiences: &audiences,
-        expected_request_id: Some(REQUEST_ID),
-        allow_unsolicited: false,
-        clock_skew: Duration::seconds(120),
-        allow_sha1: false,
-        identity_attribute,
-        now: now(),
-    };
-    validate(xml, &context)
+    validate_for_sp(xml, &certificates, identity_attribute, now())
 }
 
 fn run(xml: &str) -> Result<VerifiedAssertion, ResponseError> {
@@ -604,7 +590,7 @@ fn interop_escaped_signature_namespace_name() {
 #[test]
 fn enveloped_transform_alone_is_refused_with_a_reason() {
     // libxmlsec1 applies inclusive canonicalisation when no canonicalisation
-    // transform follows the enveloped one. The profile asks for exclusive
+    // transform follows the enveloped one. The profile requires exclusive
     // canonicalisation, which every IdP tested sends.
     let transforms =
         r#"<ds:Transform Algorithm="http://www.w3.org/2000/09/xmldsig#enveloped-signature"/>"#;

@@ -2,7 +2,7 @@
 //! in the shapes real IdPs produce verify, and every departure from the
 //! profile is refused with a reason before any claim is read.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use openssl::asn1::Asn1Time;
 use openssl::bn::BigNum;
 use openssl::ec::{EcGroup, EcKey};
@@ -12,14 +12,12 @@ use openssl::pkey::PKey;
 use openssl::x509::{X509, X509NameBuilder};
 use unified_login::connector::saml::certs::{SigningCertificate, parse_certificates};
 use unified_login::connector::saml::dsig::SignatureError;
-use unified_login::connector::saml::response::{
-    ResponseError, ValidationContext, VerifiedAssertion, validate,
-};
+use unified_login::connector::saml::response::{ResponseError, VerifiedAssertion};
 use unified_login::connector::saml::settings::ENTRA_UPN_CLAIM;
 
 use crate::saml_builder::{
-    ACS, ENTRA_CERT, ENTRA_KEY, IDP, OTHER_CERT, OTHER_KEY, REQUEST_ID, SP, Shape, UPN,
-    assertion_xml, build, response_xml, sign,
+    ENTRA_CERT, ENTRA_KEY, OTHER_CERT, OTHER_KEY, Shape, UPN, assertion_xml, build, response_xml,
+    sign, validate_for_sp,
 };
 
 const ASSERTION_ID: &str = "_9f8e7d6c-1111-4000-8000-00000000bbbb";
@@ -32,20 +30,7 @@ fn now() -> DateTime<Utc> {
 
 fn run(xml: &str, certificate_pem: &str) -> Result<VerifiedAssertion, ResponseError> {
     let certificates: Vec<SigningCertificate> = parse_certificates(certificate_pem).unwrap();
-    let audiences = vec![SP.to_owned()];
-    let context = ValidationContext {
-        certificates: &certificates,
-        idp_entity_id: IDP,
-        acs_url: ACS,
-        audiences: &audiences,
-        expected_request_id: Some(REQUEST_ID),
-        allow_unsolicited: false,
-        clock_skew: Duration::seconds(120),
-        allow_sha1: false,
-        identity_attribute: Some(ENTRA_UPN_CLAIM),
-        now: now(),
-    };
-    validate(xml, &context)
+    validate_for_sp(xml, &certificates, Some(ENTRA_UPN_CLAIM), now())
 }
 
 fn profile_error(result: Result<VerifiedAssertion, ResponseError>) -> SignatureError {

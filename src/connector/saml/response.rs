@@ -200,7 +200,7 @@ fn check_structure(tree: &Tree) -> Result<usize, ResponseError> {
     }
 }
 
-/// The first child element of `parent` named `local` in `namespace`.
+/// Finds the first child element of `parent` named `local` in `namespace`.
 fn child(tree: &Tree, parent: usize, namespace: &str, local: &str) -> Option<usize> {
     tree.child_elements(parent)
         .find(|&index| tree.element(index).is(namespace, local))

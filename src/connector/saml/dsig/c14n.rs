@@ -228,7 +228,7 @@ mod tests {
     }
 
     #[test]
-    fn undeclares_the_default_namespace_only_where_one_was_written() {
+    fn default_namespace_undeclaration() {
         let xml = r#"<r xmlns="urn:d"><s xmlns=""><t/></s></r>"#;
         assert_eq!(
             canonical(xml, "r", &[]),
