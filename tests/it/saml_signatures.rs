@@ -3,6 +3,7 @@
 //! profile is refused with a reason before any claim is read.
 
 use chrono::{DateTime, Utc};
+use data_encoding::BASE64;
 use openssl::asn1::Asn1Time;
 use openssl::bn::BigNum;
 use openssl::ec::{EcGroup, EcKey};
@@ -159,6 +160,22 @@ fn ecdsa_signature_verifies() {
         Err(ResponseError::Signature)
     );
     assert_eq!(run(&xml, ENTRA_CERT), Err(ResponseError::Signature));
+
+    // r and s are each exactly as wide as the curve order (32 bytes for
+    // P-256). Padding both with a zero byte encodes the same numbers, but
+    // is not an XML-DSig signature value, and libxmlsec1 refuses it.
+    let start = xml.find("<SignatureValue>").unwrap() + "<SignatureValue>".len();
+    let end = xml.find("</SignatureValue>").unwrap();
+    let compact: String = xml[start..end]
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
+    let value = BASE64.decode(compact.as_bytes()).unwrap();
+    assert_eq!(value.len(), 64);
+    let (r, s) = value.split_at(32);
+    let padded = [&[0][..], r, &[0][..], s].concat();
+    let altered = format!("{}{}{}", &xml[..start], BASE64.encode(&padded), &xml[end..]);
+    assert_eq!(run(&altered, &certificate), Err(ResponseError::Signature));
 }
 
 #[test]

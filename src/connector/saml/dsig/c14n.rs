@@ -6,7 +6,9 @@
 //! named in an InclusiveNamespaces list are written when in scope, used or
 //! not, which is how IdPs keep `xs:string` in `xsi:type` values bound.
 
-use super::tree::{Child, Tree};
+use std::collections::HashMap;
+
+use super::tree::{Child, Scope, Tree};
 
 /// The canonical form outgrew its bound.
 #[derive(Debug, PartialEq, Eq)]
@@ -29,116 +31,137 @@ pub fn exclusive(
     inclusive_prefixes: &[String],
     out: &mut String,
 ) -> Result<(), TooLarge> {
-    let mut rendered = Vec::new();
-    let bound = limit(tree.source_bytes());
-    write_element(
+    let mut walk = Walk {
         tree,
-        apex,
         omit,
         inclusive_prefixes,
-        &mut rendered,
-        out,
-        bound,
-    )
+        scope: Scope::default(),
+        rendered: HashMap::new(),
+        bound: limit(tree.source_bytes()),
+    };
+    // Bindings declared above the apex are in scope for it, though none
+    // of them has been written.
+    for ancestor in tree.ancestors(apex) {
+        walk.scope.enter(tree.element(ancestor));
+    }
+    walk.element(apex, out)
 }
 
-/// `rendered` holds the bindings written by output ancestors, innermost last.
-fn write_element(
-    tree: &Tree,
-    index: usize,
+/// The state of one canonicalisation, shared down the recursion.
+struct Walk<'t> {
+    tree: &'t Tree,
     omit: Option<usize>,
-    inclusive_prefixes: &[String],
-    rendered: &mut Vec<(String, String)>,
-    out: &mut String,
+    inclusive_prefixes: &'t [String],
+    scope: Scope,
+    /// For each prefix, the bindings written by output ancestors, innermost
+    /// last.
+    rendered: HashMap<String, Vec<String>>,
     bound: usize,
-) -> Result<(), TooLarge> {
-    if out.len() > bound {
-        return Err(TooLarge);
-    }
-    let element = tree.element(index);
+}
 
-    let mut prefixes: Vec<&str> = Vec::with_capacity(2 + element.attributes.len());
-    prefixes.push(&element.prefix);
-    for attribute in &element.attributes {
-        if !attribute.prefix.is_empty() {
-            prefixes.push(&attribute.prefix);
+impl Walk<'_> {
+    fn element(&mut self, index: usize, out: &mut String) -> Result<(), TooLarge> {
+        if out.len() > self.bound {
+            return Err(TooLarge);
         }
-    }
-    for listed in inclusive_prefixes {
-        let prefix = if listed == "#default" {
-            ""
-        } else {
-            listed.as_str()
-        };
-        // A listed prefix is written only where a binding for it exists.
-        if tree.lookup_namespace(index, prefix).is_some() {
-            prefixes.push(prefix);
-        }
-    }
-    prefixes.sort_unstable();
-    prefixes.dedup();
+        let tree = self.tree;
+        let element = tree.element(index);
+        self.scope.enter(element);
 
-    let mut declarations: Vec<(&str, &str)> = Vec::new();
-    for prefix in prefixes {
-        if prefix == "xml" {
-            continue;
-        }
-        let namespace = tree.lookup_namespace(index, prefix).unwrap_or("");
-        let written = rendered
-            .iter()
-            .rev()
-            .find(|(p, _)| p == prefix)
-            .map_or("", |(_, n)| n.as_str());
-        if written != namespace {
-            declarations.push((prefix, namespace));
-        }
-    }
-
-    out.push('<');
-    push_qualified(out, &element.prefix, &element.local);
-    for (prefix, namespace) in &declarations {
-        if prefix.is_empty() {
-            out.push_str(" xmlns=\"");
-        } else {
-            out.push_str(" xmlns:");
-            out.push_str(prefix);
-            out.push_str("=\"");
-        }
-        escape_attribute(namespace, out);
-        out.push('"');
-    }
-    let mut attributes: Vec<_> = element.attributes.iter().collect();
-    attributes.sort_by(|a, b| (&a.namespace, &a.local).cmp(&(&b.namespace, &b.local)));
-    for attribute in attributes {
-        out.push(' ');
-        push_qualified(out, &attribute.prefix, &attribute.local);
-        out.push_str("=\"");
-        escape_attribute(&attribute.value, out);
-        out.push('"');
-    }
-    out.push('>');
-
-    let depth = rendered.len();
-    rendered.extend(
-        declarations
-            .iter()
-            .map(|(prefix, namespace)| ((*prefix).to_owned(), (*namespace).to_owned())),
-    );
-    for child in &element.children {
-        match child {
-            Child::Text(text) => escape_text(text, out),
-            Child::Element(child) if Some(*child) == omit => {}
-            Child::Element(child) => {
-                write_element(tree, *child, omit, inclusive_prefixes, rendered, out, bound)?
+        let mut prefixes: Vec<&str> = Vec::with_capacity(2 + element.attributes.len());
+        prefixes.push(&element.prefix);
+        for attribute in &element.attributes {
+            if !attribute.prefix.is_empty() {
+                prefixes.push(&attribute.prefix);
             }
         }
-    }
-    rendered.truncate(depth);
+        for listed in self.inclusive_prefixes {
+            let prefix = if listed == "#default" {
+                ""
+            } else {
+                listed.as_str()
+            };
+            // A listed prefix is written only where a binding for it exists.
+            if self.scope.lookup(prefix).is_some() {
+                prefixes.push(prefix);
+            }
+        }
+        prefixes.sort_unstable();
+        prefixes.dedup();
 
-    out.push_str("</");
-    push_qualified(out, &element.prefix, &element.local);
-    out.push('>');
-    Ok(())
+        let mut declarations: Vec<(&str, String)> = Vec::new();
+        for prefix in prefixes {
+            if prefix == "xml" {
+                continue;
+            }
+            let namespace = self.scope.lookup(prefix).map_or("", |n| &**n);
+            let written = self
+                .rendered
+                .get(prefix)
+                .and_then(|stack| stack.last())
+                .map_or("", String::as_str);
+            if written != namespace {
+                declarations.push((prefix, namespace.to_owned()));
+            }
+        }
+
+        out.push('<');
+        push_qualified(out, &element.prefix, &element.local);
+        for (prefix, namespace) in &declarations {
+            if prefix.is_empty() {
+                out.push_str(" xmlns=\"");
+            } else {
+                out.push_str(" xmlns:");
+                out.push_str(prefix);
+                out.push_str("=\"");
+            }
+            escape_attribute(namespace, out);
+            out.push('"');
+        }
+        let mut attributes: Vec<_> = element.attributes.iter().collect();
+        attributes.sort_by(|a, b| (&a.namespace, &a.local).cmp(&(&b.namespace, &b.local)));
+        for attribute in attributes {
+            out.push(' ');
+            push_qualified(out, &attribute.prefix, &attribute.local);
+            out.push_str("=\"");
+            escape_attribute(&attribute.value, out);
+            out.push('"');
+        }
+        out.push('>');
+
+        for (prefix, namespace) in &declarations {
+            self.rendered
+                .entry((*prefix).to_owned())
+                .or_default()
+                .push(namespace.clone());
+        }
+        let mut result = Ok(());
+        for child in &element.children {
+            result = match child {
+                Child::Text(text) => {
+                    escape_text(text, out);
+                    Ok(())
+                }
+                Child::Element(child) if Some(*child) == self.omit => Ok(()),
+                Child::Element(child) => self.element(*child, out),
+            };
+            if result.is_err() {
+                break;
+            }
+        }
+        for (prefix, _) in &declarations {
+            if let Some(stack) = self.rendered.get_mut(*prefix) {
+                stack.pop();
+            }
+        }
+        self.scope.leave(element);
+        result?;
+
+        out.push_str("</");
+        push_qualified(out, &element.prefix, &element.local);
+        out.push('>');
+        Ok(())
+    }
 }
 
 fn push_qualified(out: &mut String, prefix: &str, local: &str) {

@@ -158,7 +158,7 @@ pub fn verify_enveloped(
     let mut signature_value = None;
     for child in tree.child_elements(signature) {
         let element = tree.element(child);
-        match (element.namespace.as_str(), element.local.as_str()) {
+        match (&*element.namespace, element.local.as_str()) {
             (DSIG_NS, "SignedInfo") if signed_info.is_none() && signature_value.is_none() => {
                 signed_info = Some(child)
             }
@@ -178,7 +178,7 @@ pub fn verify_enveloped(
     let mut references = Vec::new();
     for child in tree.child_elements(signed_info) {
         let element = tree.element(child);
-        match (element.namespace.as_str(), element.local.as_str()) {
+        match (&*element.namespace, element.local.as_str()) {
             (DSIG_NS, "CanonicalizationMethod") if canonicalization.is_none() => {
                 canonicalization = Some(child)
             }
@@ -267,7 +267,7 @@ fn reference_parts(
     let mut digest_value = None;
     for child in tree.child_elements(reference) {
         let element = tree.element(child);
-        match (element.namespace.as_str(), element.local.as_str()) {
+        match (&*element.namespace, element.local.as_str()) {
             (DSIG_NS, "Transforms") if transforms.is_none() => transforms = Some(child),
             (DSIG_NS, "DigestMethod") if digest_method_element.is_none() => {
                 digest_method_element = Some(child)
@@ -375,7 +375,13 @@ fn verify_with(
     // takes the DER sequence.
     let der;
     let signature = if kind == KeyKind::Ecdsa {
-        if signature.is_empty() || !signature.len().is_multiple_of(2) {
+        // r and s each take exactly the curve order's width, as the
+        // XML-DSig encoding requires; a padded value is not a signature.
+        let width = match key.ec_key() {
+            Ok(ec) => ec.group().order_bits().div_ceil(8) as usize,
+            Err(_) => return false,
+        };
+        if signature.len() != 2 * width {
             return false;
         }
         let (r, s) = signature.split_at(signature.len() / 2);

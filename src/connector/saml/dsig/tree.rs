@@ -5,6 +5,9 @@
 //! The parser admits only what SAML needs, so DOCTYPEs, comments and
 //! processing instructions stop it before anything is verified.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use quick_xml::Reader;
 use quick_xml::XmlVersion;
 use quick_xml::escape::resolve_predefined_entity;
@@ -47,11 +50,13 @@ pub struct Element {
     /// The prefix as written, empty when the name has none.
     pub prefix: String,
     pub local: String,
-    /// The namespace the name resolves to, empty when it is in none.
-    pub namespace: String,
+    /// The namespace the name resolves to, empty when it is in none. It is
+    /// shared with the declaration, so a namespace name costs its length
+    /// once however many names use it.
+    pub namespace: Arc<str>,
     /// Namespace declarations made on this element, in source order; the
     /// default namespace has the empty prefix.
-    pub declarations: Vec<(String, String)>,
+    pub declarations: Vec<(String, Arc<str>)>,
     pub attributes: Vec<Attribute>,
     pub children: Vec<Child>,
 }
@@ -60,7 +65,7 @@ pub struct Element {
 pub struct Attribute {
     pub prefix: String,
     pub local: String,
-    pub namespace: String,
+    pub namespace: Arc<str>,
     /// The value after entity expansion and XML 1.0 normalisation.
     pub value: String,
 }
@@ -85,6 +90,7 @@ impl Tree {
         let mut elements: Vec<Element> = Vec::new();
         let mut open: Vec<usize> = Vec::new();
         let mut declarations = 0;
+        let mut scope = Scope::default();
         let mut first_event = true;
         loop {
             let event = reader.read_event().map_err(malformed)?;
@@ -98,7 +104,7 @@ impl Tree {
                         return Err(TreeError::TooDeep);
                     }
                     let index = elements.len();
-                    let element = read_element(&elements, start, open.last().copied())?;
+                    let element = read_element(&mut scope, start, open.last().copied())?;
                     declarations += element.declarations.len();
                     if declarations > MAX_DECLARATIONS {
                         return Err(TreeError::TooManyDeclarations);
@@ -106,14 +112,18 @@ impl Tree {
                     if let Some(&parent) = open.last() {
                         elements[parent].children.push(Child::Element(index));
                     }
-                    elements.push(element);
                     // An empty element closes at once; quick-xml reports no End for it.
                     if matches!(event, Event::Start(_)) {
                         open.push(index);
+                    } else {
+                        scope.leave(&element);
                     }
+                    elements.push(element);
                 }
                 Event::End(_) => {
-                    open.pop();
+                    if let Some(index) = open.pop() {
+                        scope.leave(&elements[index]);
+                    }
                 }
                 Event::Text(text) => {
                     let content = text.xml10_content().map_err(malformed)?;
@@ -191,10 +201,16 @@ impl Tree {
             })
     }
 
-    /// The namespace `prefix` is bound to at `index`, looking through its
-    /// ancestors; `None` when nothing binds it (or it was bound to nothing).
-    pub fn lookup_namespace(&self, index: usize, prefix: &str) -> Option<&str> {
-        lookup(&self.elements, Some(index), prefix)
+    /// The ancestors of `index`, outermost first.
+    pub fn ancestors(&self, index: usize) -> Vec<usize> {
+        let mut chain = Vec::new();
+        let mut current = self.elements[index].parent;
+        while let Some(at) = current {
+            chain.push(at);
+            current = self.elements[at].parent;
+        }
+        chain.reverse();
+        chain
     }
 
     /// The text content of `index` and its descendants.
@@ -216,7 +232,7 @@ impl Tree {
 
 impl Element {
     pub fn is(&self, namespace: &str, local: &str) -> bool {
-        self.namespace == namespace && self.local == local
+        &*self.namespace == namespace && self.local == local
     }
 
     /// The value of the attribute `local` that is in no namespace.
@@ -232,22 +248,43 @@ fn malformed(error: impl std::fmt::Display) -> TreeError {
     TreeError::Malformed(error.to_string())
 }
 
-/// The namespace bound to `prefix` at `index` among `elements`.
-fn lookup<'a>(elements: &'a [Element], index: Option<usize>, prefix: &str) -> Option<&'a str> {
-    let mut current = index;
-    while let Some(at) = current {
-        let element = &elements[at];
-        if let Some((_, namespace)) = element
-            .declarations
-            .iter()
-            .rev()
-            .find(|(declared, _)| declared == prefix)
-        {
-            return (!namespace.is_empty()).then_some(namespace.as_str());
+/// The namespace bindings in scope while walking a tree: for each prefix,
+/// the bindings of the open elements that declare it, innermost last. Each
+/// lookup costs the same however deep the element or however many
+/// declarations enclose it.
+#[derive(Default)]
+pub struct Scope {
+    bindings: HashMap<String, Vec<Arc<str>>>,
+}
+
+impl Scope {
+    /// Adds the declarations of an element being entered.
+    pub fn enter(&mut self, element: &Element) {
+        for (prefix, namespace) in &element.declarations {
+            self.bindings
+                .entry(prefix.clone())
+                .or_default()
+                .push(namespace.clone());
         }
-        current = element.parent;
     }
-    None
+
+    /// Removes the declarations of an element being left.
+    pub fn leave(&mut self, element: &Element) {
+        for (prefix, _) in &element.declarations {
+            if let Some(stack) = self.bindings.get_mut(prefix) {
+                stack.pop();
+            }
+        }
+    }
+
+    /// The namespace `prefix` is bound to; `None` when nothing binds it or
+    /// the innermost binding is empty (`xmlns=""`).
+    pub fn lookup(&self, prefix: &str) -> Option<&Arc<str>> {
+        self.bindings
+            .get(prefix)
+            .and_then(|stack| stack.last())
+            .filter(|namespace| !namespace.is_empty())
+    }
 }
 
 fn utf8(bytes: &[u8]) -> Result<String, TreeError> {
@@ -259,8 +296,9 @@ fn utf8(bytes: &[u8]) -> Result<String, TreeError> {
 /// Reads a start tag. Names resolve against the declarations as the tree
 /// holds them, after entity expansion, so that the namespace an element is
 /// checked under is the one canonicalisation writes.
+/// Enters the element in `scope`; the caller leaves it when it closes.
 fn read_element(
-    elements: &[Element],
+    scope: &mut Scope,
     start: &BytesStart<'_>,
     parent: Option<usize>,
 ) -> Result<Element, TreeError> {
@@ -273,7 +311,7 @@ fn read_element(
             .transpose()?
             .unwrap_or_default(),
         local: utf8(name.local_name().as_ref())?,
-        namespace: String::new(),
+        namespace: Arc::from(""),
         declarations: Vec::new(),
         attributes: Vec::new(),
         children: Vec::new(),
@@ -293,7 +331,7 @@ fn read_element(
                     .transpose()?
                     .unwrap_or_default(),
                 local: utf8(attribute.key.local_name().as_ref())?,
-                namespace: String::new(),
+                namespace: Arc::from(""),
                 value,
             });
             continue;
@@ -322,42 +360,34 @@ fn read_element(
                 "the prefix '{prefix}' is declared twice on one element"
             )));
         }
-        element.declarations.push((prefix, value));
+        element.declarations.push((prefix, Arc::from(value)));
     }
+    scope.enter(&element);
 
-    let resolve = |element: &Element, prefix: &str| -> Result<String, TreeError> {
+    let xml_namespace: Arc<str> = Arc::from(XML_NS);
+    let resolve = |prefix: &str| -> Result<Arc<str>, TreeError> {
         if prefix == "xml" {
-            return Ok(XML_NS.to_owned());
+            return Ok(xml_namespace.clone());
         }
-        let own = element
-            .declarations
-            .iter()
-            .find(|(declared, _)| declared == prefix)
-            .map(|(_, namespace)| namespace.as_str());
-        match own.or_else(|| lookup(elements, parent, prefix)) {
-            Some(namespace) => Ok(namespace.to_owned()),
-            None if prefix.is_empty() => Ok(String::new()),
+        match scope.lookup(prefix) {
+            Some(namespace) => Ok(namespace.clone()),
+            None if prefix.is_empty() => Ok(Arc::from("")),
             None => Err(TreeError::Malformed(format!(
                 "the prefix '{prefix}' is not declared"
             ))),
         }
     };
-    element.namespace = resolve(&element, &element.prefix)?;
-    let mut namespaces = Vec::with_capacity(element.attributes.len());
-    for attribute in &element.attributes {
+    // An error ends the parse, and the scope with it.
+    element.namespace = resolve(&element.prefix)?;
+    for attribute in &mut element.attributes {
         // Attributes without a prefix are in no namespace, whatever the default.
-        namespaces.push(if attribute.prefix.is_empty() {
-            String::new()
-        } else {
-            resolve(&element, &attribute.prefix)?
-        });
-    }
-    for (attribute, namespace) in element.attributes.iter_mut().zip(namespaces) {
-        attribute.namespace = namespace;
+        if !attribute.prefix.is_empty() {
+            attribute.namespace = resolve(&attribute.prefix)?;
+        }
     }
     let mut seen = std::collections::HashSet::with_capacity(element.attributes.len());
     for attribute in &element.attributes {
-        if !seen.insert((attribute.namespace.as_str(), attribute.local.as_str())) {
+        if !seen.insert((&*attribute.namespace, attribute.local.as_str())) {
             return Err(TreeError::Malformed(format!(
                 "the attribute '{}' appears twice under different prefixes",
                 attribute.local
@@ -400,4 +430,52 @@ fn push_text(elements: &mut [Element], open: &[usize], text: &str) -> Result<(),
         children.push(Child::Text(text.to_owned()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_share_their_declared_namespace() {
+        // Canonicalisation may not repeat a long namespace name per element,
+        // and neither may the tree: thousands of names using one binding
+        // hold one copy of it.
+        let name = format!("urn:{}", "a".repeat(1_000));
+        let xml = format!(
+            r#"<r xmlns:p="{name}">{}</r>"#,
+            r#"<p:x p:y="1"/>"#.repeat(5_000)
+        );
+        let tree = Tree::parse(&xml).unwrap();
+        let mut copies = std::collections::HashSet::new();
+        for index in tree.indices() {
+            let element = tree.element(index);
+            copies.insert(Arc::as_ptr(&element.namespace) as *const u8);
+            for attribute in &element.attributes {
+                copies.insert(Arc::as_ptr(&attribute.namespace) as *const u8);
+            }
+        }
+        let declared = &tree.element(tree.root()).declarations[0].1;
+        assert_eq!(&**declared, name);
+        // The declaration's copy, and the empty namespace of the root.
+        assert!(
+            copies.len() <= 2,
+            "{} copies of the namespace name",
+            copies.len()
+        );
+        assert!(copies.contains(&(Arc::as_ptr(declared) as *const u8)));
+    }
+
+    #[test]
+    fn scope_ends_with_the_declaring_element() {
+        let tree =
+            Tree::parse(r#"<r xmlns:p="urn:outer"><s xmlns:p="urn:inner"><p:a/></s><p:b/></r>"#)
+                .unwrap();
+        let namespaces: Vec<&str> = tree
+            .indices()
+            .map(|index| &*tree.element(index).namespace)
+            .collect();
+        assert_eq!(namespaces, ["", "", "urn:inner", "urn:outer"]);
+        assert!(Tree::parse(r#"<r><s xmlns:p="urn:x"/><p:a/></r>"#).is_err());
+    }
 }
