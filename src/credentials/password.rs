@@ -5,7 +5,9 @@
 //! request. Each pool thread takes the next job from a shared queue as soon
 //! as it finishes one, so a busy pool hashes back to back instead of
 //! waiting for the runtime to hand it the next job, and it keeps its own
-//! Argon2 memory from one verification to the next.
+//! Argon2 memory from one verification to the next. The queue holds one job
+//! per thread; further callers wait outside it, where a caller that times
+//! out or goes away leaves nothing behind for the pool to compute.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -64,7 +66,7 @@ impl PasswordHasher {
             )
             .map_err(|error| anyhow::anyhow!("argon2 self-test failed: {error}"))?
             .to_string();
-        let (jobs, queue) = flume::unbounded::<Job>();
+        let (jobs, queue) = flume::bounded::<Job>(workers);
         for number in 0..workers {
             let queue = queue.clone();
             std::thread::Builder::new()
@@ -125,7 +127,7 @@ impl PasswordHasher {
     ) -> anyhow::Result<T> {
         let (reply, result) = tokio::sync::oneshot::channel();
         self.jobs
-            .send(Box::new(move |memory| {
+            .send_async(Box::new(move |memory| {
                 // A request that timed out or whose client left no longer
                 // waits; skipping its hash keeps an overloaded pool from
                 // working for nobody.
@@ -133,6 +135,7 @@ impl PasswordHasher {
                     let _ = reply.send(work(memory));
                 }
             }))
+            .await
             .ok()
             .context("password pool closed")?;
         result.await.context("password worker panicked")
@@ -285,6 +288,49 @@ mod tests {
         .expect("the pool still runs jobs after a panic")
         .unwrap();
         assert_eq!(ran.load(Ordering::SeqCst), 2, "the abandoned job ran");
+    }
+
+    #[tokio::test]
+    async fn callers_beyond_the_queue_wait_outside_it() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let hasher = PasswordHasher::new(&fast_config()).unwrap();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let blocker = {
+            let hasher = hasher.clone();
+            tokio::spawn(async move { hasher.run(move |_| gate.recv().unwrap()).await })
+        };
+        // With the only worker busy, one job fits the queue and the other
+        // callers wait to enter it; all of them give up.
+        let mut waiting = Vec::new();
+        for _ in 0..5 {
+            let (hasher, ran) = (hasher.clone(), ran.clone());
+            waiting.push(tokio::spawn(async move {
+                hasher
+                    .run(move |_| {
+                        ran.fetch_add(1, Ordering::SeqCst);
+                    })
+                    .await
+            }));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(hasher.jobs.len(), 1, "jobs queued beyond one per worker");
+        for caller in &waiting {
+            caller.abort();
+        }
+        for caller in waiting {
+            let _ = caller.await;
+        }
+        release.send(()).unwrap();
+        blocker.await.unwrap().unwrap();
+        let counted = ran.clone();
+        hasher
+            .run(move |_| {
+                counted.fetch_add(1, Ordering::SeqCst);
+            })
+            .await
+            .unwrap();
+        assert_eq!(ran.load(Ordering::SeqCst), 1, "an abandoned job ran");
     }
 
     #[tokio::test]
