@@ -3,11 +3,12 @@
 //! Hashing is deliberately slow, so it never runs on the async runtime's
 //! worker threads: a burst of sign-ins would otherwise stall every other
 //! request. Each pool thread takes the next job from a shared queue as soon
-//! as it finishes one, so a busy pool hashes back to back instead of
-//! waiting for the runtime to hand it the next job, and it keeps its own
-//! Argon2 memory from one verification to the next. The queue holds one job
-//! per thread; further callers wait outside it, where a caller that times
-//! out or goes away leaves nothing behind for the pool to compute.
+//! as it finishes one, so a busy pool hashes back to back. It does not wait
+//! for the runtime to hand it the next job. Each thread also keeps its own
+//! Argon2 memory from one verification to the next.
+//!
+//! The queue has room for one job per thread. Further callers wait outside
+//! it, so a caller that times out or disconnects leaves no work behind.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -128,9 +129,9 @@ impl PasswordHasher {
         let (reply, result) = tokio::sync::oneshot::channel();
         self.jobs
             .send_async(Box::new(move |memory| {
-                // A request that timed out or whose client left no longer
-                // waits; skipping its hash keeps an overloaded pool from
-                // working for nobody.
+                // Skip the hash when the request timed out or its client
+                // disconnected, because an overloaded pool would otherwise
+                // compute results that no one receives.
                 if !reply.is_closed() {
                     let _ = reply.send(work(memory));
                 }
@@ -291,7 +292,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn callers_beyond_the_queue_wait_outside_it() {
+    async fn callers_wait_outside_full_queue() {
         use std::sync::atomic::{AtomicUsize, Ordering};
         let hasher = PasswordHasher::new(&fast_config()).unwrap();
         let ran = Arc::new(AtomicUsize::new(0));
@@ -300,8 +301,9 @@ mod tests {
             let hasher = hasher.clone();
             tokio::spawn(async move { hasher.run(move |_| gate.recv().unwrap()).await })
         };
+
         // With the only worker busy, one job fits the queue and the other
-        // callers wait to enter it; all of them give up.
+        // callers wait to enter it. Then all of them give up.
         let mut waiting = Vec::new();
         for _ in 0..5 {
             let (hasher, ran) = (hasher.clone(), ran.clone());
@@ -315,6 +317,7 @@ mod tests {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert_eq!(hasher.jobs.len(), 1, "jobs queued beyond one per worker");
+
         for caller in &waiting {
             caller.abort();
         }
@@ -323,6 +326,7 @@ mod tests {
         }
         release.send(()).unwrap();
         blocker.await.unwrap().unwrap();
+
         let counted = ran.clone();
         hasher
             .run(move |_| {

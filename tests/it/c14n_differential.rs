@@ -140,9 +140,8 @@ fn exclusive_canonicalisation_matches_libxml2() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let seed = rand::random::<u64>();
     let mut generator = Generator {
-        rng: StdRng::seed_from_u64(seed),
+        rng: StdRng::from_entropy(),
         out: String::new(),
     };
     for number in 0..DOCUMENTS {
@@ -158,14 +157,10 @@ fn exclusive_canonicalisation_matches_libxml2() {
             .unwrap();
         assert!(
             output.status.success(),
-            "xmllint refused document {number} (seed {seed}): {}\n{xml}",
+            "xmllint rejected document {number}: {}\n{xml}",
             String::from_utf8_lossy(&output.stderr)
         );
         let theirs = String::from_utf8(output.stdout).unwrap();
-        assert_eq!(
-            ours(&xml),
-            theirs,
-            "document {number} (seed {seed}):\n{xml}"
-        );
+        assert_eq!(ours(&xml), theirs, "document {number}:\n{xml}");
     }
 }

@@ -1,7 +1,8 @@
 //! Attacks on the XML signature checks behind `validate()`: forged
 //! identities, signature wrapping, parser and canonicalisation confusion,
-//! and messages built to make canonicalisation expensive; and documents in
-//! shapes other IdPs send, which libxmlsec1 and the broker must both accept.
+//! and messages built to make canonicalisation expensive. The file also
+//! contains documents in the shapes other IdPs send, which libxmlsec1 and the
+//! broker must both accept.
 
 use chrono::{DateTime, Duration, Utc};
 use openssl::x509::X509;
@@ -154,9 +155,9 @@ fn wrapping_forged_assertion_before_signed_one() {
 
 #[test]
 fn wrapping_with_original_hidden_by_escaped_namespace() {
-    // quick-xml resolves namespaces from the raw attribute value, while the
-    // tree and canonical form use the unescaped value. An escaped namespace
-    // hides the original signed assertion from the assertion count.
+    // A character reference in a namespace name must resolve to the same
+    // namespace as the plain name, so that escaping cannot hide the signed
+    // assertion from the assertion count.
     let xml = entra();
     let start = xml.find("<Assertion").unwrap();
     let end = xml.find("</Assertion>").unwrap() + "</Assertion>".len();
@@ -543,7 +544,7 @@ fn interop_unicode_line_separators_in_text_and_attributes() {
 
 #[test]
 fn interop_carriage_returns_in_signature_value() {
-    // Java signers (Apache Santuario) wrap base64 with "&#13;\n".
+    // Some signers wrap base64 lines with "&#13;\n" instead of "\n".
     let xml = okta_signed("", "");
     let start = xml.find("<ds:SignatureValue>").unwrap() + "<ds:SignatureValue>".len();
     let end = xml.find("</ds:SignatureValue>").unwrap();
@@ -588,7 +589,7 @@ fn interop_escaped_signature_namespace_name() {
 }
 
 #[test]
-fn enveloped_transform_alone_is_refused_with_a_reason() {
+fn enveloped_transform_alone_rejected() {
     // libxmlsec1 applies inclusive canonicalisation when no canonicalisation
     // transform follows the enveloped one. The profile requires exclusive
     // canonicalisation, which every IdP tested sends.

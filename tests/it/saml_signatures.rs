@@ -1,6 +1,6 @@
 //! The XML signature profile the ACS accepts: signatures made by libxmlsec1
 //! in the shapes real IdPs produce verify, and every departure from the
-//! profile is refused with a reason before any claim is read.
+//! profile is rejected with a reason before any claim is read.
 
 use chrono::{DateTime, Utc};
 use data_encoding::BASE64;
@@ -37,11 +37,11 @@ fn run(xml: &str, certificate_pem: &str) -> Result<VerifiedAssertion, ResponseEr
 fn profile_error(result: Result<VerifiedAssertion, ResponseError>) -> SignatureError {
     match result {
         Err(ResponseError::SignatureProfile(error)) => error,
-        other => panic!("expected a refused signature, got {other:?}"),
+        other => panic!("expected a rejected signature, got {other:?}"),
     }
 }
 
-/// The assertion's signature template with the given parts spliced in.
+/// Builds the assertion's signature template with the given parts.
 fn template(signature_method: &str, transforms: &str) -> String {
     format!(
         r##"<Signature xmlns="http://www.w3.org/2000/09/xmldsig#"><SignedInfo><CanonicalizationMethod Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#"/><SignatureMethod Algorithm="{signature_method}"/><Reference URI="#{ASSERTION_ID}"><Transforms>{transforms}</Transforms><DigestMethod Algorithm="http://www.w3.org/2001/04/xmlenc#sha256"/><DigestValue></DigestValue></Reference></SignedInfo><SignatureValue></SignatureValue></Signature>"##
@@ -53,7 +53,7 @@ const ENVELOPED: &str =
     r#"<Transform Algorithm="http://www.w3.org/2000/09/xmldsig#enveloped-signature"/>"#;
 const EXCLUSIVE: &str = r#"<Transform Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#"/>"#;
 
-/// Signs `assertion`, which holds an empty template, inside an unsigned
+/// Signs `assertion`, which contains an empty template, inside an unsigned
 /// response, as an IdP that signs only the assertion does.
 fn signed_response(assertion: &str, key_pem: &str) -> String {
     let shape = Shape::entra(now());
@@ -63,7 +63,7 @@ fn signed_response(assertion: &str, key_pem: &str) -> String {
         .to_owned()
 }
 
-/// The Entra-shaped assertion with `signature` in place of its template.
+/// Builds the Entra-shaped assertion with `signature` after its Issuer.
 fn assertion_with(signature: &str) -> String {
     let plain = assertion_xml(&Shape::entra(now()), ASSERTION_ID, false);
     let issuer_end = plain.find("</Issuer>").unwrap() + "</Issuer>".len();
@@ -163,7 +163,7 @@ fn ecdsa_signature_verifies() {
 
     // r and s are each exactly as wide as the curve order (32 bytes for
     // P-256). Padding both with a zero byte encodes the same numbers, but
-    // is not an XML-DSig signature value, and libxmlsec1 refuses it.
+    // is not an XML-DSig signature value, and libxmlsec1 rejects it.
     let start = xml.find("<SignatureValue>").unwrap() + "<SignatureValue>".len();
     let end = xml.find("</SignatureValue>").unwrap();
     let compact: String = xml[start..end]
@@ -200,7 +200,7 @@ fn certificate_in_key_info_is_not_trusted() {
 }
 
 #[test]
-fn reference_to_another_element_is_refused() {
+fn reference_to_other_element_rejected() {
     let xml = build(&Shape::entra(now()));
     let moved = xml.replace(
         &format!(r##"URI="#{ASSERTION_ID}""##),
@@ -218,7 +218,7 @@ fn reference_to_another_element_is_refused() {
 }
 
 #[test]
-fn duplicate_id_is_refused() {
+fn duplicate_id_rejected() {
     // A second element with the signed ID is how wrapping attacks make a
     // verifier digest one element and the application read another.
     let xml = build(&Shape::entra(now())).replacen(
@@ -233,7 +233,7 @@ fn duplicate_id_is_refused() {
 }
 
 #[test]
-fn transforms_outside_the_profile_are_refused() {
+fn transforms_outside_profile_rejected() {
     let xml = build(&Shape::entra(now()));
     let xpath = xml.replacen(
         ENVELOPED,
@@ -257,7 +257,7 @@ fn transforms_outside_the_profile_are_refused() {
 }
 
 #[test]
-fn second_reference_is_refused() {
+fn second_reference_rejected() {
     let xml = build(&Shape::entra(now()));
     let start = xml.find("<Reference ").unwrap();
     let end = xml.find("</Reference>").unwrap() + "</Reference>".len();
@@ -269,7 +269,7 @@ fn second_reference_is_refused() {
 }
 
 #[test]
-fn signature_outside_response_and_assertion_is_refused() {
+fn misplaced_signature_rejected() {
     let xml = build(&Shape::entra(now()));
     let start = xml.find("<Signature ").unwrap();
     let end = xml.find("</Signature>").unwrap() + "</Signature>".len();

@@ -47,7 +47,7 @@ pub enum ResponseError {
     EncryptedAssertion,
     #[error("no valid signature from a configured IdP certificate covers the assertion")]
     Signature,
-    #[error("the signature was refused: {0}")]
+    #[error("the signature was rejected: {0}")]
     SignatureProfile(SignatureError),
     #[error(
         "a Signature element sits outside the Response and the Assertion, or one of them has two"

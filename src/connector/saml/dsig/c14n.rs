@@ -1,22 +1,23 @@
 //! Exclusive XML Canonicalization 1.0, without comments, of one element.
 //!
 //! This is the only canonicalisation the SAML signature profile uses. An
-//! element is written with the namespace declarations it or its attributes
-//! use, unless an output ancestor already wrote the same binding; prefixes
-//! named in an InclusiveNamespaces list are written when in scope, used or
-//! not, which is how IdPs keep `xs:string` in `xsi:type` values bound.
+//! element is written with the namespace declarations that it or its
+//! attributes use, unless an output ancestor already wrote the same binding.
+//! Prefixes named in an InclusiveNamespaces list are written wherever they
+//! are in scope, used or not. IdPs list `xs` this way, because `xs:string`
+//! appears only inside `xsi:type` values.
 
 use std::collections::HashMap;
 
 use super::tree::{Child, Scope, Tree};
 
-/// The canonical form outgrew its bound.
+/// Error for a canonical form that grew past its limit.
 #[derive(Debug, PartialEq, Eq)]
 pub struct TooLarge;
 
-/// The largest canonical form written for a document of `source_bytes`.
-/// A real one is about as long as its source; only bindings written again
-/// on many elements make it longer.
+/// Returns the maximum canonical form size for a document of
+/// `source_bytes`. A real one is about as long as its source, and only
+/// bindings written again on many elements make it longer.
 pub fn limit(source_bytes: usize) -> usize {
     2 * source_bytes + 64 * 1024
 }

@@ -4,9 +4,9 @@
 //! one same-document Reference to the signed element's ID, the transforms
 //! enveloped-signature and exclusive canonicalisation, RSA or ECDSA with a
 //! SHA-2 digest. Anything beyond that profile (XPath, other references,
-//! external URIs, keys taken from the message) is refused rather than
-//! interpreted, which removes the ground that signature-wrapping attacks
-//! stand on. The signer's key is the configured certificate's, parsed once
+//! external URIs, keys taken from the message) is rejected rather than
+//! interpreted, because signature-wrapping attacks depend on those
+//! features. The signer's key is the configured certificate's, parsed once
 //! per IdP; KeyInfo in the message is ignored.
 //!
 //! The verifier returns the canonical bytes it digested, so callers read
@@ -28,12 +28,13 @@ use tree::Tree;
 pub const DSIG_NS: &str = "http://www.w3.org/2000/09/xmldsig#";
 const EXC_C14N: &str = "http://www.w3.org/2001/10/xml-exc-c14n#";
 const ENVELOPED: &str = "http://www.w3.org/2000/09/xmldsig#enveloped-signature";
-/// Most prefixes accepted in an InclusiveNamespaces list; IdPs name one or
-/// two (`xs`, `xsi`). Each is looked up on every canonicalised element.
+/// Maximum number of prefixes in an InclusiveNamespaces list. The IdPs
+/// tested name one or two (`xs`, `xsi`), and each is looked up on every
+/// canonicalised element.
 const MAX_INCLUSIVE_PREFIXES: usize = 16;
 
-/// Why a signature was not accepted. Profile errors name what the IdP
-/// sent, so an administrator can change its signing settings.
+/// Reason a signature was rejected. Profile errors name what the IdP sent,
+/// so an administrator can change its signing settings.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SignatureError {
     #[error("the Signature element is missing {0}")]
@@ -49,13 +50,13 @@ pub enum SignatureError {
     #[error("the signed element has no ID attribute")]
     NoId,
     #[error(
-        "unsupported {what} '{algorithm}': sign with exclusive canonicalisation and RSA or ECDSA over SHA-256"
+        "unsupported {field} '{algorithm}': sign with exclusive canonicalisation and RSA or ECDSA over SHA-256"
     )]
     Algorithm {
-        what: &'static str,
+        field: &'static str,
         algorithm: String,
     },
-    #[error("SHA-1 '{0}' is refused: sign with SHA-256, or allow SHA-1 in the IdP settings")]
+    #[error("SHA-1 '{0}' is rejected: sign with SHA-256, or allow SHA-1 in the IdP settings")]
     Sha1(String),
     #[error("the Reference transforms must be enveloped-signature then exclusive canonicalisation")]
     Transforms,
@@ -71,22 +72,39 @@ pub enum SignatureError {
     Mismatch,
 }
 
-/// One digest algorithm of the profile.
+/// A digest algorithm of the profile.
 #[derive(Clone, Copy)]
 struct Hash {
     digest: fn() -> MessageDigest,
     sha1: bool,
 }
 
+const SHA1: Hash = Hash {
+    digest: MessageDigest::sha1,
+    sha1: true,
+};
+const SHA256: Hash = Hash {
+    digest: MessageDigest::sha256,
+    sha1: false,
+};
+const SHA384: Hash = Hash {
+    digest: MessageDigest::sha384,
+    sha1: false,
+};
+const SHA512: Hash = Hash {
+    digest: MessageDigest::sha512,
+    sha1: false,
+};
+
+/// Looks up a DigestMethod algorithm URI.
 fn digest_method(uri: &str) -> Option<Hash> {
-    let (digest, sha1): (fn() -> MessageDigest, bool) = match uri {
-        "http://www.w3.org/2001/04/xmlenc#sha256" => (MessageDigest::sha256, false),
-        "http://www.w3.org/2001/04/xmldsig-more#sha384" => (MessageDigest::sha384, false),
-        "http://www.w3.org/2001/04/xmlenc#sha512" => (MessageDigest::sha512, false),
-        "http://www.w3.org/2000/09/xmldsig#sha1" => (MessageDigest::sha1, true),
-        _ => return None,
-    };
-    Some(Hash { digest, sha1 })
+    match uri {
+        "http://www.w3.org/2001/04/xmlenc#sha256" => Some(SHA256),
+        "http://www.w3.org/2001/04/xmldsig-more#sha384" => Some(SHA384),
+        "http://www.w3.org/2001/04/xmlenc#sha512" => Some(SHA512),
+        "http://www.w3.org/2000/09/xmldsig#sha1" => Some(SHA1),
+        _ => None,
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -95,37 +113,32 @@ enum KeyKind {
     Ecdsa,
 }
 
+/// Looks up a SignatureMethod algorithm URI.
 fn signature_method(uri: &str) -> Option<(KeyKind, Hash)> {
-    let (kind, digest) = match uri {
-        "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256" => (KeyKind::Rsa, "sha256"),
-        "http://www.w3.org/2001/04/xmldsig-more#rsa-sha384" => (KeyKind::Rsa, "sha384"),
-        "http://www.w3.org/2001/04/xmldsig-more#rsa-sha512" => (KeyKind::Rsa, "sha512"),
-        "http://www.w3.org/2000/09/xmldsig#rsa-sha1" => (KeyKind::Rsa, "sha1"),
-        "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256" => (KeyKind::Ecdsa, "sha256"),
-        "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha384" => (KeyKind::Ecdsa, "sha384"),
-        "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha512" => (KeyKind::Ecdsa, "sha512"),
-        "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha1" => (KeyKind::Ecdsa, "sha1"),
-        _ => return None,
-    };
-    let hash = match digest {
-        "sha256" => Hash {
-            digest: MessageDigest::sha256,
-            sha1: false,
-        },
-        "sha384" => Hash {
-            digest: MessageDigest::sha384,
-            sha1: false,
-        },
-        "sha512" => Hash {
-            digest: MessageDigest::sha512,
-            sha1: false,
-        },
-        _ => Hash {
-            digest: MessageDigest::sha1,
-            sha1: true,
-        },
-    };
-    Some((kind, hash))
+    match uri {
+        "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256" => Some((KeyKind::Rsa, SHA256)),
+        "http://www.w3.org/2001/04/xmldsig-more#rsa-sha384" => Some((KeyKind::Rsa, SHA384)),
+        "http://www.w3.org/2001/04/xmldsig-more#rsa-sha512" => Some((KeyKind::Rsa, SHA512)),
+        "http://www.w3.org/2000/09/xmldsig#rsa-sha1" => Some((KeyKind::Rsa, SHA1)),
+        "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256" => Some((KeyKind::Ecdsa, SHA256)),
+        "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha384" => Some((KeyKind::Ecdsa, SHA384)),
+        "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha512" => Some((KeyKind::Ecdsa, SHA512)),
+        "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha1" => Some((KeyKind::Ecdsa, SHA1)),
+        _ => None,
+    }
+}
+
+/// Canonicalises `apex`, leaving out `omit`, into a new string.
+fn canonical_form(
+    tree: &Tree,
+    apex: usize,
+    omit: Option<usize>,
+    prefixes: &[String],
+) -> Result<String, SignatureError> {
+    let mut out = String::new();
+    c14n::exclusive(tree, apex, omit, prefixes, &mut out)
+        .map_err(|_| SignatureError::CanonicalTooLarge)?;
+    Ok(out)
 }
 
 /// Verifies the enveloped `signature`, a child of the element it signs, and
@@ -196,7 +209,7 @@ pub fn verify_enveloped(
     );
     let (kind, signature_hash) =
         signature_method(method_uri).ok_or_else(|| SignatureError::Algorithm {
-            what: "signature method",
+            field: "signature method",
             algorithm: method_uri.to_owned(),
         })?;
     if signature_hash.sha1 && !allow_sha1 {
@@ -216,30 +229,14 @@ pub fn verify_enveloped(
     let (content_prefixes, digest_hash, digest_value) =
         reference_parts(tree, reference, allow_sha1)?;
 
-    let mut canonical = String::new();
-    c14n::exclusive(
-        tree,
-        signed,
-        Some(signature),
-        &content_prefixes,
-        &mut canonical,
-    )
-    .map_err(|_| SignatureError::CanonicalTooLarge)?;
+    let canonical = canonical_form(tree, signed, Some(signature), &content_prefixes)?;
     let digest =
         hash((digest_hash.digest)(), canonical.as_bytes()).map_err(|_| SignatureError::Digest)?;
     if !bool::from(digest.as_ref().ct_eq(&digest_value)) {
         return Err(SignatureError::Digest);
     }
 
-    let mut signed_info_bytes = String::new();
-    c14n::exclusive(
-        tree,
-        signed_info,
-        None,
-        &signed_info_prefixes,
-        &mut signed_info_bytes,
-    )
-    .map_err(|_| SignatureError::CanonicalTooLarge)?;
+    let signed_info_bytes = canonical_form(tree, signed_info, None, &signed_info_prefixes)?;
     let signature_bytes = base64_text(tree, signature_value, "SignatureValue")?;
     let verified = keys.iter().any(|key| {
         verify_with(
@@ -295,7 +292,7 @@ fn reference_parts(
     let method_element = digest_method_element.ok_or(SignatureError::Missing("DigestMethod"))?;
     let method_uri = algorithm(tree, method_element);
     let digest = digest_method(method_uri).ok_or_else(|| SignatureError::Algorithm {
-        what: "digest method",
+        field: "digest method",
         algorithm: method_uri.to_owned(),
     })?;
     if digest.sha1 && !allow_sha1 {
@@ -318,12 +315,12 @@ fn algorithm(tree: &Tree, index: usize) -> &str {
 fn exclusive_method(
     tree: &Tree,
     index: usize,
-    what: &'static str,
+    field: &'static str,
 ) -> Result<Vec<String>, SignatureError> {
     let uri = algorithm(tree, index);
     if uri != EXC_C14N {
         return Err(SignatureError::Algorithm {
-            what,
+            field,
             algorithm: uri.to_owned(),
         });
     }
@@ -346,7 +343,11 @@ fn exclusive_method(
     Ok(prefixes)
 }
 
-fn base64_text(tree: &Tree, index: usize, what: &'static str) -> Result<Vec<u8>, SignatureError> {
+fn base64_text(
+    tree: &Tree,
+    index: usize,
+    element: &'static str,
+) -> Result<Vec<u8>, SignatureError> {
     let compact: String = tree
         .text(index)
         .chars()
@@ -354,7 +355,7 @@ fn base64_text(tree: &Tree, index: usize, what: &'static str) -> Result<Vec<u8>,
         .collect();
     BASE64
         .decode(compact.as_bytes())
-        .map_err(|_| SignatureError::Base64(what))
+        .map_err(|_| SignatureError::Base64(element))
 }
 
 fn verify_with(

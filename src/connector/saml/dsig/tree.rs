@@ -14,19 +14,21 @@ use quick_xml::escape::resolve_predefined_entity;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::PrefixDeclaration;
 
-/// Deepest nesting accepted. Entra's responses are nine levels deep.
+/// Maximum nesting depth. The Entra-shaped test responses are seven levels
+/// deep.
 const MAX_DEPTH: usize = 64;
-/// Most namespace declarations in one document. Real responses make fewer
-/// than twenty; the limit bounds the cost of resolving and canonicalising
-/// names, which grows with the declarations in scope.
+/// Maximum number of namespace declarations in one document, far above the
+/// few that a SAML response needs. It bounds the cost of resolving and
+/// canonicalising names.
 pub const MAX_DECLARATIONS: usize = 256;
-/// Longest namespace name accepted. Canonicalisation may write a binding on
-/// many elements, so a long name would multiply the canonical form's size.
+/// Maximum length of a namespace name, in bytes. Canonicalisation may write
+/// a binding on many elements, so a long name would multiply the size of
+/// the canonical form.
 pub const MAX_NAMESPACE_BYTES: usize = 1024;
 const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";
 const XMLNS_NS: &str = "http://www.w3.org/2000/xmlns/";
 
-/// Why a document was not accepted as a tree.
+/// Reason a document was rejected before any signature check.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TreeError {
     #[error("not well-formed XML: {0}")]
@@ -185,12 +187,12 @@ impl Tree {
         0
     }
 
-    /// Every element in document order.
+    /// Returns every element index in document order.
     pub fn indices(&self) -> std::ops::Range<usize> {
         0..self.elements.len()
     }
 
-    /// The element children of `index`.
+    /// Returns the element children of `index`.
     pub fn child_elements(&self, index: usize) -> impl Iterator<Item = usize> + '_ {
         self.elements[index]
             .children
@@ -201,7 +203,7 @@ impl Tree {
             })
     }
 
-    /// The ancestors of `index`, outermost first.
+    /// Returns the ancestors of `index`, outermost first.
     pub fn ancestors(&self, index: usize) -> Vec<usize> {
         let mut chain = Vec::new();
         let mut current = self.elements[index].parent;
@@ -213,7 +215,7 @@ impl Tree {
         chain
     }
 
-    /// The text content of `index` and its descendants.
+    /// Returns the text content of `index` and its descendants.
     pub fn text(&self, index: usize) -> String {
         let mut out = String::new();
         self.collect_text(index, &mut out);
@@ -235,7 +237,7 @@ impl Element {
         &*self.namespace == namespace && self.local == local
     }
 
-    /// The value of the attribute `local` that is in no namespace.
+    /// Returns the value of the attribute `local` that is in no namespace.
     pub fn attribute(&self, local: &str) -> Option<&str> {
         self.attributes
             .iter()
@@ -277,8 +279,8 @@ impl Scope {
         }
     }
 
-    /// The namespace `prefix` is bound to; `None` when nothing binds it or
-    /// the innermost binding is empty (`xmlns=""`).
+    /// Returns the namespace `prefix` is bound to, or `None` when nothing
+    /// binds it or the innermost binding is empty (`xmlns=""`).
     pub fn lookup(&self, prefix: &str) -> Option<&Arc<str>> {
         self.bindings
             .get(prefix)
@@ -294,7 +296,7 @@ fn utf8(bytes: &[u8]) -> Result<String, TreeError> {
 }
 
 /// Reads a start tag. Names resolve against the declarations as the tree
-/// holds them, after entity expansion, so that the namespace an element is
+/// stores them, after entity expansion, so that the namespace an element is
 /// checked under is the one canonicalisation writes.
 /// Enters the element in `scope`; the caller leaves it when it closes.
 fn read_element(
@@ -397,9 +399,9 @@ fn read_element(
     Ok(element)
 }
 
-/// Refuses namespace names that canonicalisers write differently (libxml2
-/// writes '&', '<' and '"' unescaped) and names too long to repeat. No SAML
-/// namespace comes close to either.
+/// Rejects namespace names with '&', '<' or '"', because canonicalisers
+/// disagree on escaping them (libxml2 writes '&' unescaped), and names too
+/// long to repeat. No SAML namespace contains either.
 fn check_namespace_name(value: &str) -> Result<(), TreeError> {
     if value.len() > MAX_NAMESPACE_BYTES {
         return Err(TreeError::Malformed(format!(
