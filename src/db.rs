@@ -46,6 +46,18 @@ impl Engine {
         }
     }
 
+    /// Connections an instance keeps unless the configuration says
+    /// otherwise. SQLite runs one write at a time, and each write makes
+    /// every other connection drop its page cache before its next read, so
+    /// more connections add cost. The second one lets short requests go on
+    /// while a long read, such as a report, holds the first.
+    fn default_connections(self) -> u32 {
+        match self {
+            Self::Sqlite => 2,
+            Self::Postgres => 8,
+        }
+    }
+
     fn migrator(self) -> &'static Migrator {
         match self {
             Self::Sqlite => &SQLITE_MIGRATIONS,
@@ -71,8 +83,9 @@ pub enum MigrationMode {
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
     pub migrations: MigrationMode,
-    /// Connections each instance keeps at most.
-    pub max_connections: u32,
+    /// Connections each instance keeps at most. Unset: 2 for SQLite, 8 for
+    /// PostgreSQL.
+    pub max_connections: Option<u32>,
     /// Seconds a request waits for a free connection before it fails with
     /// 503, so that a lost database never leaves a request hanging.
     pub acquire_timeout_seconds: u64,
@@ -87,7 +100,7 @@ impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
             migrations: MigrationMode::Apply,
-            max_connections: 8,
+            max_connections: None,
             acquire_timeout_seconds: 5,
             statement_timeout_seconds: 10,
             connect_retry_seconds: 60,
@@ -179,7 +192,12 @@ pub async fn open(url: &str, config: &DatabaseConfig) -> anyhow::Result<AnyPool>
     sqlx::any::install_default_drivers();
     let engine = Engine::from_url(url)?;
     let mut pool_options = AnyPoolOptions::new()
-        .max_connections(config.max_connections.max(1))
+        .max_connections(
+            config
+                .max_connections
+                .unwrap_or(engine.default_connections())
+                .max(1),
+        )
         .acquire_timeout(Duration::from_secs(config.acquire_timeout_seconds.max(1)));
     match engine {
         Engine::Sqlite => {
@@ -187,6 +205,10 @@ pub async fn open(url: &str, config: &DatabaseConfig) -> anyhow::Result<AnyPool>
                 .with_context(|| format!("invalid database_url '{url}'"))?;
             // An in-memory database exists once per connection, so it must not be pooled.
             let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+            // A connection to an embedded database cannot drop like a
+            // socket, so pinging it before each use only costs a round trip
+            // to its worker thread.
+            pool_options = pool_options.test_before_acquire(false);
             if in_memory {
                 pool_options = pool_options.max_connections(1);
             } else {
@@ -451,6 +473,21 @@ fn prepare_sqlite_file(path: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn sqlite_pool_is_small_unless_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("pool.db").display());
+        let pool = open(&url, &DatabaseConfig::default()).await.unwrap();
+        assert_eq!(pool.options().get_max_connections(), 2);
+        assert!(!pool.options().get_test_before_acquire());
+        let configured = DatabaseConfig {
+            max_connections: Some(5),
+            ..DatabaseConfig::default()
+        };
+        let pool = open(&url, &configured).await.unwrap();
+        assert_eq!(pool.options().get_max_connections(), 5);
+    }
 
     #[test]
     fn engine_follows_the_url_scheme() {
