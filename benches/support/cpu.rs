@@ -20,11 +20,34 @@ pub fn clock_ticks_per_second() -> f64 {
 /// Returns the user plus system CPU time of process `pid` (all its threads),
 /// in clock ticks.
 pub fn process_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .unwrap_or_else(|error| panic!("cannot read /proc/{pid}/stat: {error}"));
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path)
+        .unwrap_or_else(|error| panic!("cannot read {path}: {error}"));
+    stat_ticks(&stat)
+}
+
+/// Returns the CPU time of the threads of process `pid` whose names start
+/// with `prefix`, in clock ticks. Threads that ended meanwhile are missed.
+pub fn thread_ticks(pid: u32, prefix: &str) -> u64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap_or_else(|error| panic!("cannot list the threads of {pid}: {error}"));
+    tasks
+        .filter_map(|task| {
+            let path = task.ok()?.path();
+            let name = std::fs::read_to_string(path.join("comm")).ok()?;
+            name.starts_with(prefix)
+                .then(|| std::fs::read_to_string(path.join("stat")).ok())
+                .flatten()
+        })
+        .map(|stat| stat_ticks(&stat))
+        .sum()
+}
+
+/// Returns utime plus stime from the text of a `stat` file.
+fn stat_ticks(stat: &str) -> u64 {
     // The command name (field 2) may contain spaces, so fields are counted
     // from the closing parenthesis: utime and stime are fields 14 and 15.
-    let after_name = &stat[stat.rfind(')').expect("comm field in /proc/PID/stat") + 2..];
+    let after_name = &stat[stat.rfind(')').expect("comm field in a stat file") + 2..];
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     let utime: u64 = fields[11].parse().expect("utime");
     let stime: u64 = fields[12].parse().expect("stime");
@@ -59,7 +82,7 @@ pub fn machine_cpus() -> usize {
 /// CPU counters taken at one instant.
 #[derive(Clone, Copy)]
 pub struct Snapshot {
-    at: Instant,
+    pub at: Instant,
     broker: u64,
     driver: u64,
     machine_busy: u64,

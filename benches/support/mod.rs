@@ -35,7 +35,7 @@ pub fn spread_note(first: f64, second: f64) -> String {
     let spread = (first - second).abs() / first.max(second);
     if spread > 0.1 {
         format!(
-            "; the two runs of the reference differ by {:.0}%, so the machine's other load changed: compare per CPU second",
+            "; the runs of the reference differ by up to {:.0}%, so the machine's other load changed: compare per CPU second",
             spread * 100.0
         )
     } else {

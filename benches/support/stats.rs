@@ -23,6 +23,11 @@ impl Latencies {
     pub fn count(&self) -> usize {
         self.sorted.len()
     }
+
+    /// Returns the samples, to join them with another run's.
+    pub fn into_samples(self) -> Vec<Duration> {
+        self.sorted
+    }
 }
 
 /// Formats a duration in milliseconds with two decimals.
