@@ -200,10 +200,10 @@ struct Bound {
 }
 
 /// Measures Argon2id verifications with `settings` on `threads` threads at
-/// once: the most password checks these cores can make. Each thread keeps
-/// one block of Argon2 memory for all its verifications, as the fastest
-/// verifier would; a new block per verification would add page faults
-/// whose cost moves with the allocator's state and the machine's.
+/// once: the maximum rate of password checks on these cores. Each thread
+/// keeps one block of Argon2 memory for all its verifications, as the
+/// fastest verifier would. A new block per verification would add page
+/// faults, whose cost varies with the allocator's state.
 fn argon2_bound(settings: Argon2Settings, threads: usize, seconds: u64) -> Bound {
     let params = Params::new(
         settings.memory_kib,

@@ -46,8 +46,8 @@ impl Engine {
         }
     }
 
-    /// Connections an instance keeps unless the configuration says
-    /// otherwise. SQLite runs one write at a time, and each write makes
+    /// Connections an instance keeps unless the configuration sets
+    /// another number. SQLite runs one write at a time, and each write makes
     /// every other connection drop its page cache before its next read, so
     /// each extra connection adds cost. A few let short requests go on
     /// while a long read, such as a report, holds one. In benches/ on
