@@ -12,8 +12,8 @@
 //!
 //!    Steps 1 and 2 take turns, `ROUNDS` times, and the bound runs once
 //!    more at the end. The speed of a shared machine drifts by a tenth
-//!    within a minute, so each round of logins is set against the mean of
-//!    the bound runs just before and after it.
+//!    or more within a minute, so each round of logins is set against the
+//!    mean of the bound runs just before and after it.
 //! 3. The same logins while a probe in this process requests `GET /login`
 //!    50 times a second (open loop, a new visitor each time), as people
 //!    arrive while others sign in. The page's p99 latency should stay
@@ -315,9 +315,9 @@ fn report(label: &str, run: &LoginRun) {
 
 /// Runs password logins with `VIRTUAL_USERS` virtual users, with
 /// `page_load` alongside, and measures the `seconds` after `WARM_UP`. Only
-/// logins that end within that window count, so neither the start, when no
-/// login has reached its password yet, nor the end, when the last logins
-/// finish with fewer users, dilutes the rate.
+/// logins that end within that window count. At the start no login has
+/// reached its password yet, and at the end the last logins finish with
+/// fewer users, so counting those would dilute the rate.
 async fn password_logins(broker: &Broker, seconds: u64, page_load: PageLoad) -> LoginRun {
     let http = http_client(VIRTUAL_USERS);
     let stop = Arc::new(AtomicBool::new(false));

@@ -50,7 +50,7 @@ impl Engine {
     /// another number. SQLite runs one write at a time, and each write makes
     /// every other connection drop its page cache before its next read, so
     /// each extra connection adds cost. A few let short requests go on
-    /// while a long read, such as a report, holds one. In benches/ on
+    /// while a long read, such as a report, occupies one. In benches/ on
     /// 2 CPUs, four served the login page and SAML logins faster than two
     /// or eight, and password logins faster than eight.
     fn default_connections(self) -> u32 {

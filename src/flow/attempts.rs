@@ -25,24 +25,11 @@ pub async fn charge_attempt(
     state: &AppState,
     flow: &LoginFlow,
 ) -> Result<Result<Charge, String>, AppError> {
-    // Most sign-ins start with no failures on record, and then the charge
-    // is one conditional write without reading the record first.
-    let now = state.clock.now();
-    let clean = FailureRecord::default();
-    let after = state.lockout.after_failure(clean, now);
-    if state
-        .failures
-        .replace_failures(&flow.lockout_key, clean, after, now)
-        .await?
-    {
-        return Ok(Ok(Charge {
-            before: clean,
-            after,
-        }));
-    }
+    // Most sign-ins start with no failures on record, so the first try
+    // assumes an empty record and writes without reading it first.
+    let mut before = FailureRecord::default();
     for _ in 0..CHARGE_TRIES {
         let now = state.clock.now();
-        let before = state.failures.failures(&flow.lockout_key).await?;
         if let Some(remaining) = state.lockout.remaining_lock(before, now) {
             return Ok(Err(locked_text(remaining)));
         }
@@ -54,6 +41,7 @@ pub async fn charge_attempt(
         {
             return Ok(Ok(Charge { before, after }));
         }
+        before = state.failures.failures(&flow.lockout_key).await?;
     }
     Err(AppError::Internal(anyhow::anyhow!(
         "the failure count of one sign-in kept changing over {CHARGE_TRIES} tries"
