@@ -178,8 +178,8 @@ impl OidcProvider {
     /// pins. Returns `None`, after printing why, when Node.js, npm or the
     /// package is missing, unless the environment variable `CI` is `true` or
     /// `1`. Then it panics, so that CI cannot pass without running the OIDC
-    /// tests. It also panics when the OP does not serve its discovery
-    /// document within 30 s.
+    /// tests. It also panics when three starts in a row do not serve the
+    /// discovery document within 30 s each.
     pub fn start(redirect_uri: &str) -> Option<Self> {
         if let Err(reason) = installation() {
             return missing_peer(

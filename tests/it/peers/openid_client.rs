@@ -100,7 +100,8 @@ impl OpenidClientRp {
     /// pins. Returns `None`, after printing why, when Node.js, npm or the
     /// package is missing, unless `harness::in_ci` reports CI. Then it
     /// panics, so that CI cannot pass without running the provider tests. It
-    /// also panics when the RP does not serve `/healthz` within 30 s.
+    /// also panics when three starts in a row do not serve `/healthz` within
+    /// 30 s each.
     pub fn start(issuer: &str, clients: &[RpClient]) -> Option<Self> {
         if let Err(reason) = installation() {
             return missing_peer(

@@ -123,7 +123,8 @@ impl Pysaml2Idp {
     /// Returns `None`, after printing why, when Python 3, pysaml2 or xmlsec1
     /// is missing, unless the environment variable `CI` is `true` or `1`.
     /// Then it panics, so that CI cannot pass without running the SAML tests.
-    /// It also panics when the IdP does not serve its metadata within 30 s.
+    /// It also panics when three starts in a row do not serve the metadata
+    /// within 30 s each.
     pub fn start(sp_entity_id: &str, acs_url: &str) -> Option<Self> {
         if let Err(reason) = check_installation() {
             return missing_peer(

@@ -160,7 +160,8 @@ impl SimpleSamlPhp {
     /// Returns `None`, after printing why, when PHP or SimpleSAMLphp is not
     /// installed, unless the environment variable `CI` is `true` or `1`. Then
     /// it panics, so that CI cannot pass without running the SAML tests.
-    /// It also panics when the IdP does not serve its metadata within 30 s.
+    /// It also panics when three starts in a row do not serve the metadata
+    /// within 30 s each.
     pub fn start(sp_entity_id: &str, acs_url: &str, signing: Signing) -> Option<Self> {
         Self::start_with(sp_entity_id, acs_url, signing, None)
     }

@@ -142,6 +142,10 @@ function readConfig(path) {
   };
 }
 
+// Milliseconds since the process started, in the startup lines of the log, so
+// that a slow start shows which step took the time.
+log(`loaded oidc-provider after ${Math.round(performance.now())} ms`);
+
 const { port, configPath } = readCommandLine();
 let config;
 try {
@@ -573,6 +577,7 @@ function buildProvider() {
 }
 
 let signingKey = generateSigningKey();
+log(`generated the signing key after ${Math.round(performance.now())} ms`);
 let provider = buildProvider();
 let providerHandler = provider.callback();
 
