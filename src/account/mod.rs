@@ -14,7 +14,7 @@ use tower_sessions::Session;
 use crate::error::AppError;
 use crate::session::SignedIn;
 use crate::state::AppState;
-use crate::web::csrf;
+use crate::web::csrf::Csrf;
 use crate::web::extract::CurrentUser;
 use crate::web::pages::{AccountPage, render};
 
@@ -36,11 +36,13 @@ async fn home(session: Session) -> Result<Response, AppError> {
     Ok(Redirect::to(target).into_response())
 }
 
-async fn show(State(state): State<AppState>, current: CurrentUser) -> Result<Response, AppError> {
+async fn show(
+    State(state): State<AppState>,
+    current: CurrentUser,
+    csrf: Csrf,
+) -> Result<Response, AppError> {
     let CurrentUser {
-        user,
-        signed_in,
-        session,
+        user, signed_in, ..
     } = current;
     let recovery_codes_left = if user.has_second_factor() {
         state.users.remaining_recovery_codes(&user.id).await?
@@ -49,7 +51,7 @@ async fn show(State(state): State<AppState>, current: CurrentUser) -> Result<Res
     };
     let method = signed_in.methods.join(" + ");
     let page = AccountPage {
-        csrf_token: &csrf::token(&session).await?,
+        csrf_token: &csrf.token().await?,
         display_name: &user.display_name(),
         email: &user.email,
         login_id: &user.login_id,

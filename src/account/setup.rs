@@ -6,12 +6,11 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use tower_sessions::Session;
 
 use crate::credentials::password::check_strength;
 use crate::error::AppError;
 use crate::state::AppState;
-use crate::web::csrf;
+use crate::web::csrf::Csrf;
 use crate::web::extract::{AppForm, AppQuery};
 use crate::web::pages::{ErrorPage, MessagePage, NewPasswordPage, render};
 
@@ -25,14 +24,14 @@ pub struct SetupQuery {
 
 pub async fn show(
     State(state): State<AppState>,
-    session: Session,
+    csrf: Csrf,
     AppQuery(query): AppQuery<SetupQuery>,
 ) -> Result<Response, AppError> {
     let token = query.token.unwrap_or_default();
     if token.is_empty() || !state.admin.setup_link_valid(&token).await? {
         return unusable();
     }
-    page(&session, &token, StatusCode::OK, None).await
+    page(&csrf, &token, StatusCode::OK, None).await
 }
 
 #[derive(Deserialize)]
@@ -44,7 +43,7 @@ pub struct SetupForm {
 
 pub async fn submit(
     State(state): State<AppState>,
-    session: Session,
+    csrf: Csrf,
     AppForm(form): AppForm<SetupForm>,
 ) -> Result<Response, AppError> {
     if !state.admin.setup_link_valid(&form.token).await? {
@@ -53,7 +52,7 @@ pub async fn submit(
     let password = form.new_password.expose_secret();
     if password != form.new_password_confirmation.expose_secret() {
         return page(
-            &session,
+            &csrf,
             &form.token,
             StatusCode::BAD_REQUEST,
             Some("The two passwords differ. Enter the same new password twice."),
@@ -63,7 +62,7 @@ pub async fn submit(
     if let Err(error) = check_strength(password, &[]) {
         let message = format!("The new password cannot be used: {error}.");
         return page(
-            &session,
+            &csrf,
             &form.token,
             StatusCode::BAD_REQUEST,
             Some(&message),
@@ -90,13 +89,13 @@ pub async fn submit(
 }
 
 async fn page(
-    session: &Session,
+    csrf: &Csrf,
     token: &str,
     status: StatusCode,
     error: Option<&str>,
 ) -> Result<Response, AppError> {
     let page = NewPasswordPage {
-        csrf_token: &csrf::token(session).await?,
+        csrf_token: &csrf.token().await?,
         heading: "Set your Mitel-credentials password",
         explanation: "Choose the password you will use when you sign in with Mitel credentials instead of your company's identity provider.",
         action: PATH,

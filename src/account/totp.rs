@@ -13,13 +13,13 @@ use crate::credentials::{recovery, totp};
 use crate::directory::AuditEvent;
 use crate::error::AppError;
 use crate::state::AppState;
-use crate::web::csrf;
+use crate::web::csrf::Csrf;
 use crate::web::extract::{AppForm, CurrentUser};
 use crate::web::pages::{RecoveryCodesPage, TotpEnrollPage, render};
 
 const PENDING_SECRET_KEY: &str = "account.pending_totp_secret";
 
-pub async fn show(current: CurrentUser) -> Result<Response, AppError> {
+pub async fn show(current: CurrentUser, csrf: Csrf) -> Result<Response, AppError> {
     if current.user.has_second_factor() {
         return Ok(Redirect::to("/account").into_response());
     }
@@ -31,7 +31,7 @@ pub async fn show(current: CurrentUser) -> Result<Response, AppError> {
             secret
         }
     };
-    enrol_page(&current, &secret, StatusCode::OK, None).await
+    enrol_page(&current, &csrf, &secret, StatusCode::OK, None).await
 }
 
 #[derive(Deserialize)]
@@ -42,6 +42,7 @@ pub struct ConfirmForm {
 pub async fn confirm(
     State(state): State<AppState>,
     current: CurrentUser,
+    csrf: Csrf,
     AppForm(form): AppForm<ConfirmForm>,
 ) -> Result<Response, AppError> {
     if current.user.has_second_factor() {
@@ -58,6 +59,7 @@ pub async fn confirm(
         let message = "That code does not match. Check that the app shows the account you just added, and enter its current code.";
         return enrol_page(
             &current,
+            &csrf,
             &secret,
             StatusCode::UNPROCESSABLE_ENTITY,
             Some(message),
@@ -96,6 +98,7 @@ pub async fn confirm(
 
 async fn enrol_page(
     current: &CurrentUser,
+    csrf: &Csrf,
     secret: &str,
     status: StatusCode,
     error: Option<&str>,
@@ -106,7 +109,7 @@ async fn enrol_page(
         BASE64.encode(totp::qr_svg(&uri).as_bytes())
     );
     let page = TotpEnrollPage {
-        csrf_token: &csrf::token(&current.session).await?,
+        csrf_token: &csrf.token().await?,
         qr_data_url: &qr_data_url,
         secret,
         otpauth_uri: &uri,

@@ -18,7 +18,7 @@ use super::cl_auth_context;
 use super::service::{AuditQuery, BulkError, Outcome, Selection};
 use crate::error::AppError;
 use crate::state::AppState;
-use crate::web::csrf;
+use crate::web::csrf::Csrf;
 use crate::web::extract::CurrentUser;
 use crate::web::pages::{
     AdminAuditPage, AdminPage, AdminResultsPage, AdminUserRow, ErrorPage, render,
@@ -61,7 +61,8 @@ impl FromRequestParts<AppState> for AdminUser {
 
 async fn overview(
     State(state): State<AppState>,
-    AdminUser(admin): AdminUser,
+    _admin: AdminUser,
+    csrf: Csrf,
 ) -> Result<Response, AppError> {
     let users = state
         .users
@@ -82,7 +83,7 @@ async fn overview(
         .map(|alarm| (alarm.alarm.name().to_owned(), alarm.detail))
         .collect();
     let page = AdminPage {
-        csrf_token: &csrf::token(&admin.session).await?,
+        csrf_token: &csrf.token().await?,
         users,
         alarms,
     };

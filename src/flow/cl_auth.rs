@@ -20,7 +20,7 @@ use crate::connector::saml::ActiveIdp;
 use crate::directory::{AuditEvent, User, identifier_key};
 use crate::error::AppError;
 use crate::state::AppState;
-use crate::web::csrf;
+use crate::web::csrf::Csrf;
 use crate::web::extract::{AppForm, ClientIp};
 use crate::web::pages::{ErrorPage, MismatchPage, render};
 
@@ -86,6 +86,7 @@ pub async fn redirect_to_idp(
 pub async fn after_idp(
     state: &AppState,
     session: &Session,
+    csrf: &Csrf,
     mut flow: LoginFlow,
     identity: &str,
     audit_kind: &'static str,
@@ -113,7 +114,7 @@ pub async fn after_idp(
         flow.step = Step::IdentityMismatch;
         flow.asserted_user_id = Some(user.id.clone());
         flow.save(session).await?;
-        return mismatch_page(state, session, &flow, &user).await;
+        return mismatch_page(state, csrf, &flow, &user).await;
     }
     flow.lockout_key = format!("user:{}", user.id);
     finish_cl_sign_in(state, session, &flow, user, client_ip).await
@@ -183,7 +184,7 @@ async fn finish_cl_sign_in(
 
 async fn mismatch_page(
     state: &AppState,
-    session: &Session,
+    csrf: &Csrf,
     flow: &LoginFlow,
     asserted: &User,
 ) -> Result<Response, AppError> {
@@ -192,7 +193,7 @@ async fn mismatch_page(
         .map(|idp| idp.name().to_owned())
         .unwrap_or_default();
     let page = MismatchPage {
-        csrf_token: &csrf::token(session).await?,
+        csrf_token: &csrf.token().await?,
         typed: &flow.identifier,
         asserted: &asserted.email,
         idp_name: &idp_name,

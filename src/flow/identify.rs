@@ -12,7 +12,7 @@ use crate::directory::{IdentifierError, MAX_IDENTIFIER_CHARS, identifier_key};
 use crate::error::AppError;
 use crate::session::SignedIn;
 use crate::state::AppState;
-use crate::web::csrf;
+use crate::web::csrf::Csrf;
 use crate::web::extract::{AppForm, AppQuery};
 use crate::web::pages::{IdentifyPage, render};
 use crate::web::return_to::safe_return_to;
@@ -28,6 +28,7 @@ pub struct LoginQuery {
 pub async fn show(
     State(state): State<AppState>,
     session: Session,
+    csrf: Csrf,
     AppQuery(query): AppQuery<LoginQuery>,
 ) -> Result<Response, AppError> {
     let return_to = safe_return_to(query.return_to.as_deref(), &state.public_url);
@@ -35,13 +36,7 @@ pub async fn show(
         return Ok(Redirect::to(&return_to).into_response());
     }
 
-    if SignedIn::load(&session).await?.is_none() {
-        // A session before sign-in carries only a CSRF token and a started
-        // flow, so it expires with the sign-in time limit instead of lasting
-        // the signed-in idle time: anonymous visits do not pile up rows.
-        let limit = time::Duration::minutes(i64::from(state.config.session.login_minutes));
-        session.set_expiry(Some(Expiry::OnInactivity(limit)));
-    }
+    limit_anonymous_session(&state, &session).await?;
     // Loads the IdP settings, so the page's CSP allows posting on to the IdP.
     state.saml.active_idp().await?;
 
@@ -62,7 +57,7 @@ pub async fn show(
         None
     };
     let page = IdentifyPage {
-        csrf_token: &csrf::token(&session).await?,
+        csrf_token: &csrf.token().await?,
         identifier: &hint,
         return_to: &return_to,
         notice,
@@ -80,6 +75,7 @@ pub struct IdentifyForm {
 pub async fn submit(
     State(state): State<AppState>,
     session: Session,
+    csrf: Csrf,
     AppForm(form): AppForm<IdentifyForm>,
 ) -> Result<Response, AppError> {
     let return_to = safe_return_to(form.return_to.as_deref(), &state.public_url);
@@ -91,7 +87,7 @@ pub async fn submit(
                 other => format!("Check what you typed: {other}."),
             };
             let page = IdentifyPage {
-                csrf_token: &csrf::token(&session).await?,
+                csrf_token: &csrf.token().await?,
                 identifier: form.identifier.trim(),
                 return_to: &return_to,
                 notice: None,
@@ -112,6 +108,7 @@ pub async fn submit(
         }
         _ => Step::Password,
     };
+    limit_anonymous_session(&state, &session).await?;
     let flow = LoginFlow {
         identifier: form.identifier.trim().to_owned(),
         lockout_key,
@@ -134,4 +131,15 @@ pub async fn submit(
             Ok(Redirect::to("/login/password").into_response())
         }
     }
+}
+
+/// Gives a session that has not signed in the sign-in time limit in place
+/// of the signed-in idle time. Such a session carries only a started flow,
+/// so an abandoned sign-in leaves no long-lived row behind.
+async fn limit_anonymous_session(state: &AppState, session: &Session) -> Result<(), AppError> {
+    if SignedIn::load(session).await?.is_none() {
+        let limit = time::Duration::minutes(i64::from(state.config.session.login_minutes));
+        session.set_expiry(Some(Expiry::OnInactivity(limit)));
+    }
+    Ok(())
 }

@@ -18,15 +18,15 @@ use crate::credentials::password::check_strength;
 use crate::directory::AuditEvent;
 use crate::error::AppError;
 use crate::state::AppState;
-use crate::web::csrf;
+use crate::web::csrf::Csrf;
 use crate::web::extract::{AppForm, ClientIp};
 use crate::web::pages::{NewPasswordPage, render};
 
 pub const PATH: &str = "/login/new-password";
 
-pub async fn show(State(state): State<AppState>, session: Session) -> Result<Response, AppError> {
+pub async fn show(State(state): State<AppState>, session: Session, csrf: Csrf) -> Result<Response, AppError> {
     match LoginFlow::load_at(&session, &state, Step::ChangePassword).await? {
-        Ok(_) => page(&session, StatusCode::OK, None).await,
+        Ok(_) => page(&csrf, StatusCode::OK, None).await,
         Err(redirect) => Ok(redirect),
     }
 }
@@ -40,6 +40,7 @@ pub struct NewPasswordForm {
 pub async fn submit(
     State(state): State<AppState>,
     session: Session,
+    csrf: Csrf,
     ClientIp(client_ip): ClientIp,
     AppForm(form): AppForm<NewPasswordForm>,
 ) -> Result<Response, AppError> {
@@ -63,7 +64,7 @@ pub async fn submit(
     let password = form.new_password.expose_secret();
     if password != form.new_password_confirmation.expose_secret() {
         return page(
-            &session,
+            &csrf,
             StatusCode::BAD_REQUEST,
             Some("The two passwords differ. Enter the same new password twice."),
         )
@@ -77,7 +78,7 @@ pub async fn submit(
     ];
     if let Err(error) = check_strength(password, &inputs) {
         let message = format!("The new password cannot be used: {error}.");
-        return page(&session, StatusCode::BAD_REQUEST, Some(&message)).await;
+        return page(&csrf, StatusCode::BAD_REQUEST, Some(&message)).await;
     }
 
     let hash = state.passwords.hash(form.new_password).await?;
@@ -106,12 +107,12 @@ pub async fn submit(
 }
 
 async fn page(
-    session: &Session,
+    csrf: &Csrf,
     status: StatusCode,
     error: Option<&str>,
 ) -> Result<Response, AppError> {
     let page = NewPasswordPage {
-        csrf_token: &csrf::token(session).await?,
+        csrf_token: &csrf.token().await?,
         heading: "Choose a new password",
         explanation: "You signed in with a temporary password, which no longer works. Choose your own password to continue.",
         action: PATH,

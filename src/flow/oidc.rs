@@ -16,6 +16,7 @@ use crate::connector::oidc::{OidcConnector, OidcError};
 use crate::directory::AuditEvent;
 use crate::error::AppError;
 use crate::state::AppState;
+use crate::web::csrf::Csrf;
 use crate::web::extract::{AppQuery, ClientIp};
 
 pub async fn redirect_to_idp(
@@ -57,6 +58,7 @@ pub struct CallbackQuery {
 pub async fn callback(
     State(state): State<AppState>,
     session: Session,
+    csrf: Csrf,
     ClientIp(client_ip): ClientIp,
     AppQuery(query): AppQuery<CallbackQuery>,
 ) -> Result<Response, AppError> {
@@ -119,7 +121,7 @@ pub async fn callback(
 
     match connector.exchange(&code, &pending).await {
         Ok(identity) => {
-            cl_auth::after_idp(&state, &session, flow, &identity, "login.oidc", client_ip).await
+            cl_auth::after_idp(&state, &session, &csrf, flow, &identity, "login.oidc", client_ip).await
         }
         Err(error @ OidcError::Unreachable(_)) => {
             let shown = format!(

@@ -13,19 +13,19 @@ use crate::credentials::{recovery, totp};
 use crate::directory::User;
 use crate::error::AppError;
 use crate::state::AppState;
-use crate::web::csrf;
+use crate::web::csrf::Csrf;
 use crate::web::extract::{AppForm, ClientIp};
 use crate::web::pages::{OtpPage, render};
 
 const WRONG_CODE: &str = "That code is incorrect or was already used. Enter the current code \
      from your authenticator app, or one of your recovery codes.";
 
-pub async fn show(State(state): State<AppState>, session: Session) -> Result<Response, AppError> {
+pub async fn show(State(state): State<AppState>, session: Session, csrf: Csrf) -> Result<Response, AppError> {
     let flow = match LoginFlow::load_at(&session, &state, Step::SecondFactor).await? {
         Ok(flow) => flow,
         Err(redirect) => return Ok(redirect),
     };
-    page(&session, &flow, StatusCode::OK, None).await
+    page(&csrf, &flow, StatusCode::OK, None).await
 }
 
 #[derive(Deserialize)]
@@ -36,6 +36,7 @@ pub struct CodeForm {
 pub async fn submit(
     State(state): State<AppState>,
     session: Session,
+    csrf: Csrf,
     ClientIp(client_ip): ClientIp,
     AppForm(form): AppForm<CodeForm>,
 ) -> Result<Response, AppError> {
@@ -49,7 +50,7 @@ pub async fn submit(
         Err(message) => {
             record_failure(&state, &flow, "login.otp", "locked", client_ip).await?;
             return page(
-                &session,
+                &csrf,
                 &flow,
                 StatusCode::TOO_MANY_REQUESTS,
                 Some(&message),
@@ -94,7 +95,7 @@ pub async fn submit(
             )
             .await?;
             let message = locked.as_deref().unwrap_or(WRONG_CODE);
-            page(&session, &flow, StatusCode::UNAUTHORIZED, Some(message)).await
+            page(&csrf, &flow, StatusCode::UNAUTHORIZED, Some(message)).await
         }
     }
 }
@@ -128,13 +129,13 @@ async fn check_code(
 }
 
 async fn page(
-    session: &Session,
+    csrf: &Csrf,
     flow: &LoginFlow,
     status: StatusCode,
     error: Option<&str>,
 ) -> Result<Response, AppError> {
     let page = OtpPage {
-        csrf_token: &csrf::token(session).await?,
+        csrf_token: &csrf.token().await?,
         restart_url: &flow.restart_url(),
         error,
     };

@@ -14,7 +14,7 @@ use crate::connector::CheckUnavailable;
 use crate::directory::AuditEvent;
 use crate::error::AppError;
 use crate::state::AppState;
-use crate::web::csrf;
+use crate::web::csrf::Csrf;
 use crate::web::extract::{AppForm, ClientIp};
 use crate::web::pages::{PasswordPage, render};
 
@@ -32,12 +32,12 @@ const DIRECTORY_UNAVAILABLE: &str =
 /// credentials of CL Auth users.
 const PASSWORD_STEPS: &[Step] = &[Step::Password, Step::MitelPassword];
 
-pub async fn show(State(state): State<AppState>, session: Session) -> Result<Response, AppError> {
+pub async fn show(State(state): State<AppState>, session: Session, csrf: Csrf) -> Result<Response, AppError> {
     let flow = match LoginFlow::load_at_any(&session, &state, PASSWORD_STEPS).await? {
         Ok(flow) => flow,
         Err(redirect) => return Ok(redirect),
     };
-    page(&session, &flow, StatusCode::OK, None).await
+    page(&csrf, &flow, StatusCode::OK, None).await
 }
 
 #[derive(Deserialize)]
@@ -48,6 +48,7 @@ pub struct PasswordForm {
 pub async fn submit(
     State(state): State<AppState>,
     session: Session,
+    csrf: Csrf,
     ClientIp(client_ip): ClientIp,
     AppForm(form): AppForm<PasswordForm>,
 ) -> Result<Response, AppError> {
@@ -61,7 +62,7 @@ pub async fn submit(
         Err(message) => {
             record_failure(&state, &flow, "login.password", "locked", client_ip).await?;
             return page(
-                &session,
+                &csrf,
                 &flow,
                 StatusCode::TOO_MANY_REQUESTS,
                 Some(&message),
@@ -99,7 +100,7 @@ pub async fn submit(
                 })
                 .await;
             return page(
-                &session,
+                &csrf,
                 &flow,
                 StatusCode::SERVICE_UNAVAILABLE,
                 Some(DIRECTORY_UNAVAILABLE),
@@ -118,7 +119,7 @@ pub async fn submit(
             let locked =
                 charged_failure(&state, &flow, charge, "login.password", reason, client_ip).await?;
             let message = locked.as_deref().unwrap_or(WRONG_CREDENTIALS);
-            return page(&session, &flow, StatusCode::UNAUTHORIZED, Some(message)).await;
+            return page(&csrf, &flow, StatusCode::UNAUTHORIZED, Some(message)).await;
         }
     };
 
@@ -135,7 +136,7 @@ pub async fn submit(
         )
         .await?;
         return page(
-            &session,
+            &csrf,
             &flow,
             StatusCode::FORBIDDEN,
             Some(SINGLE_SIGN_ON_ONLY),
@@ -153,7 +154,7 @@ pub async fn submit(
         )
         .await?;
         return page(
-            &session,
+            &csrf,
             &flow,
             StatusCode::FORBIDDEN,
             Some(ACCOUNT_DISABLED),
@@ -191,7 +192,7 @@ pub async fn submit(
             )
             .await?;
             let message = locked.as_deref().unwrap_or(WRONG_CREDENTIALS);
-            return page(&session, &flow, StatusCode::UNAUTHORIZED, Some(message)).await;
+            return page(&csrf, &flow, StatusCode::UNAUTHORIZED, Some(message)).await;
         }
         refund(&state, &flow, charge).await?;
         flow.step = Step::ChangePassword;
@@ -209,7 +210,7 @@ pub async fn submit(
 }
 
 async fn page(
-    session: &Session,
+    csrf: &Csrf,
     flow: &LoginFlow,
     status: StatusCode,
     error: Option<&str>,
@@ -219,7 +220,7 @@ async fn page(
         _ => "Enter your password",
     };
     let page = PasswordPage {
-        csrf_token: &csrf::token(session).await?,
+        csrf_token: &csrf.token().await?,
         heading,
         identifier: &flow.identifier,
         restart_url: &flow.restart_url(),

@@ -23,7 +23,7 @@ use crate::connector::saml::response::{ResponseError, decode_post_binding};
 use crate::directory::AuditEvent;
 use crate::error::AppError;
 use crate::state::AppState;
-use crate::web::csrf;
+use crate::web::csrf::Csrf;
 use crate::web::extract::{AppForm, AppQuery, ClientIp};
 use crate::web::pages::{ChoosePage, ErrorPage, render};
 use crate::web::return_to::DEFAULT_RETURN_TO;
@@ -75,6 +75,7 @@ pub async fn redirect_to_idp(
 pub async fn show_choice(
     State(state): State<AppState>,
     session: Session,
+    csrf: Csrf,
 ) -> Result<Response, AppError> {
     let flow = match LoginFlow::load_at(&session, &state, Step::ChooseMethod).await? {
         Ok(flow) => flow,
@@ -85,7 +86,7 @@ pub async fn show_choice(
         .map(|idp| idp.name().to_owned())
         .unwrap_or_default();
     let page = ChoosePage {
-        csrf_token: &csrf::token(&session).await?,
+        csrf_token: &csrf.token().await?,
         identifier: &flow.identifier,
         idp_name: &idp_name,
         restart_url: &flow.restart_url(),
@@ -291,6 +292,7 @@ pub struct CompleteQuery {
 pub async fn complete(
     State(state): State<AppState>,
     session: Session,
+    csrf: Csrf,
     ClientIp(client_ip): ClientIp,
     AppQuery(query): AppQuery<CompleteQuery>,
 ) -> Result<Response, AppError> {
@@ -347,6 +349,7 @@ pub async fn complete(
     cl_auth::after_idp(
         &state,
         &session,
+        &csrf,
         flow,
         &result.identity,
         "login.saml",

@@ -22,7 +22,7 @@ use crate::directory::AuditEvent;
 use crate::error::AppError;
 use crate::session::SignedIn;
 use crate::state::AppState;
-use crate::web::csrf;
+use crate::web::csrf::Csrf;
 use crate::web::extract::AppForm;
 use crate::web::pages::{ErrorPage, LogoutPage, render};
 
@@ -50,6 +50,7 @@ impl Destination<'_> {
 pub async fn start(
     State(state): State<AppState>,
     session: Session,
+    csrf: Csrf,
     RawQuery(query): RawQuery,
 ) -> Result<Response, AppError> {
     let Ok(params) = parse_params(query.as_deref().unwrap_or_default().as_bytes()) else {
@@ -102,7 +103,7 @@ pub async fn start(
     let user = state.users.find_by_id(&current.user_id).await?;
     let redirect = destination.redirect.as_ref().map(Url::to_string);
     let page = LogoutPage {
-        csrf_token: &csrf::token(&session).await?,
+        csrf_token: &csrf.token().await?,
         client_name: destination.client.map(|client| client.name.as_str()),
         email: user.as_ref().map(|user| user.email.as_str()),
         client_id: destination.client.map(|client| client.id.as_str()),

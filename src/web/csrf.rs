@@ -1,38 +1,125 @@
 //! CSRF protection for every form the broker serves.
 //!
-//! Each session stores a random token. Every page with a form embeds it in a
-//! hidden `csrf_token` field, and a middleware rejects any state-changing
-//! request whose form does not carry the same token. The `Origin` header, when
-//! present, must also be the broker's own.
+//! Every page with a form embeds a random token in a hidden `csrf_token`
+//! field, and a middleware rejects any state-changing request whose form
+//! does not carry the same token. The `Origin` header, when present, must
+//! also be the broker's own.
+//!
+//! A signed-in session stores its token. Before sign-in the token lives in
+//! a cookie of its own and the form repeats it (double submit), so that
+//! showing the sign-in page writes no session row: anonymous page views,
+//! however many, add no database writes.
+//!
+//! NOTE: a host that can set cookies for this one, such as a sibling
+//! subdomain, can plant a cookie and token pair before sign-in. It could
+//! plant a session cookie as well, so a session token is no safer there.
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use data_encoding::BASE64URL_NOPAD;
 use rand::RngCore;
 use subtle::ConstantTimeEq;
+use tower_cookies::cookie::SameSite;
+use tower_cookies::{Cookie, Cookies};
 use tower_sessions::Session;
 
 use crate::error::AppError;
+use crate::session::SignedIn;
 use crate::state::AppState;
 
 const SESSION_KEY: &str = "csrf.token";
+/// The cookie that carries the token of a browser that has not signed in.
+pub const COOKIE_NAME: &str = "unified_login_csrf";
 pub const FIELD: &str = "csrf_token";
 /// Largest form body accepted; sign-in forms are a few hundred bytes.
 const MAX_FORM_BYTES: usize = 64 * 1024;
+/// Length of a token: 32 random bytes in unpadded base64url.
+const TOKEN_CHARS: usize = 43;
 
-/// Returns the session's CSRF token, creating it on first use.
-pub async fn token(session: &Session) -> Result<String, AppError> {
-    if let Some(existing) = session.get::<String>(SESSION_KEY).await? {
-        return Ok(existing);
+/// The source of the CSRF token for the forms of one response: the
+/// session's token once the browser has signed in, the CSRF cookie before.
+pub struct Csrf {
+    session: Session,
+    cookies: Cookies,
+    secure: bool,
+}
+
+impl FromRequestParts<AppState> for Csrf {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let session = Session::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let cookies = Cookies::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(Self {
+            session,
+            cookies,
+            secure: state.config.uses_https(),
+        })
     }
+}
+
+impl Csrf {
+    /// Returns the token to embed in a form, creating it on first use.
+    pub async fn token(&self) -> Result<String, AppError> {
+        if let Some(existing) = self.session.get::<String>(SESSION_KEY).await? {
+            return Ok(existing);
+        }
+        if SignedIn::load(&self.session).await?.is_some() {
+            let token = new_token();
+            self.session.insert(SESSION_KEY, &token).await?;
+            return Ok(token);
+        }
+        if let Some(existing) = cookie_token(&self.cookies) {
+            return Ok(existing);
+        }
+        let token = new_token();
+        let cookie = Cookie::build((COOKIE_NAME, token.clone()))
+            .http_only(true)
+            .same_site(SameSite::Lax)
+            .secure(self.secure)
+            .path("/")
+            .build();
+        self.cookies.add(cookie);
+        Ok(token)
+    }
+}
+
+fn new_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
-    let token = BASE64URL_NOPAD.encode(&bytes);
-    session.insert(SESSION_KEY, &token).await?;
-    Ok(token)
+    BASE64URL_NOPAD.encode(&bytes)
+}
+
+/// Returns the token of the CSRF cookie when it has the shape of one.
+fn cookie_token(cookies: &Cookies) -> Option<String> {
+    let cookie = cookies.get(COOKIE_NAME)?;
+    let value = cookie.value();
+    let well_formed = value.len() == TOKEN_CHARS && BASE64URL_NOPAD.decode(value.as_bytes()).is_ok();
+    well_formed.then(|| value.to_owned())
+}
+
+/// Returns the token that a form posted in this session must carry. A
+/// signed-in session accepts only its own token, so a token from before
+/// sign-in is worthless after it.
+async fn expected_token(session: &Session, cookies: &Cookies) -> Result<String, AppError> {
+    if let Some(token) = session.get::<String>(SESSION_KEY).await? {
+        return Ok(token);
+    }
+    if SignedIn::load(session).await?.is_some() {
+        return Ok(String::new());
+    }
+    Ok(cookie_token(cookies).unwrap_or_default())
 }
 
 /// Drops the session's token so that the next form gets a new one. Sign-in
@@ -74,21 +161,33 @@ pub async fn verify(State(state): State<AppState>, request: Request, next: Next)
     let Ok(bytes) = axum::body::to_bytes(body, MAX_FORM_BYTES).await else {
         return AppError::PayloadTooLarge.into_response();
     };
-    let Some(session) = parts.extensions.get::<Session>().cloned() else {
+    let (Some(session), Some(cookies)) = (
+        parts.extensions.get::<Session>().cloned(),
+        parts.extensions.get::<Cookies>().cloned(),
+    ) else {
         tracing::error!("CSRF check runs outside the session layer");
         return AppError::CsrfRejected.into_response();
     };
-    let expected = match session.get::<String>(SESSION_KEY).await {
-        Ok(token) => token.unwrap_or_default(),
-        Err(error) => return AppError::from(error).into_response(),
+    let expected = match expected_token(&session, &cookies).await {
+        Ok(token) => token,
+        Err(error) => return error.into_response(),
     };
     let submitted = submitted_token(&bytes).unwrap_or_default();
     if !tokens_match(&expected, &submitted) {
         tracing::warn!(path = %parts.uri.path(), "form without a valid CSRF token");
         return AppError::CsrfRejected.into_response();
     }
-    next.run(Request::from_parts(parts, Body::from(bytes)))
-        .await
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    // Once this request has signed the browser in, the cookie's token is no
+    // longer accepted, so the browser drops it and gets a new one after
+    // sign-out.
+    if cookies.get(COOKIE_NAME).is_some() && matches!(SignedIn::load(&session).await, Ok(Some(_)))
+    {
+        cookies.remove(Cookie::build(COOKIE_NAME).path("/").build());
+    }
+    response
 }
 
 #[cfg(test)]
@@ -113,13 +212,83 @@ mod tests {
         assert_eq!(submitted_token(b""), None);
     }
 
-    #[tokio::test]
-    async fn session_token_is_stable() {
+    fn csrf(session: &Session) -> Csrf {
+        Csrf {
+            session: session.clone(),
+            cookies: Cookies::default(),
+            secure: false,
+        }
+    }
+
+    fn session() -> Session {
         let store = std::sync::Arc::new(tower_sessions::MemoryStore::default());
-        let session = Session::new(None, store, None);
-        let first = token(&session).await.unwrap();
-        let second = token(&session).await.unwrap();
+        Session::new(None, store, None)
+    }
+
+    async fn sign_in(session: &Session) {
+        SignedIn {
+            user_id: "user-1".to_owned(),
+            authenticated_at: 0,
+            methods: vec!["password".to_owned()],
+            session_id: "session-1".to_owned(),
+            sign_in_id: "sign-in-1".to_owned(),
+        }
+        .save(session)
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn anonymous_token_lives_in_cookie() {
+        let session = session();
+        let csrf = csrf(&session);
+        let first = csrf.token().await.unwrap();
+        let second = csrf.token().await.unwrap();
         assert_eq!(first, second);
-        assert_eq!(first.len(), 43);
+        assert_eq!(first.len(), TOKEN_CHARS);
+        assert!(session.is_empty().await, "the session stays empty and unsaved");
+
+        let cookie = csrf.cookies.get(COOKIE_NAME).expect("CSRF cookie");
+        assert_eq!(cookie.value(), first);
+        assert_eq!(cookie.http_only(), Some(true));
+        assert_eq!(cookie.same_site(), Some(SameSite::Lax));
+        assert_eq!(expected_token(&session, &csrf.cookies).await.unwrap(), first);
+    }
+
+    #[tokio::test]
+    async fn signed_in_token_lives_in_session() {
+        let session = session();
+        let csrf = csrf(&session);
+        let anonymous = csrf.token().await.unwrap();
+        sign_in(&session).await;
+
+        let signed_in = csrf.token().await.unwrap();
+        assert_ne!(signed_in, anonymous);
+        assert_eq!(
+            session.get::<String>(SESSION_KEY).await.unwrap().as_deref(),
+            Some(signed_in.as_str())
+        );
+        assert_eq!(expected_token(&session, &csrf.cookies).await.unwrap(), signed_in);
+    }
+
+    #[tokio::test]
+    async fn signed_in_session_ignores_cookie_token() {
+        let session = session();
+        let csrf = csrf(&session);
+        csrf.token().await.unwrap();
+        sign_in(&session).await;
+        assert_eq!(expected_token(&session, &csrf.cookies).await.unwrap(), "");
+    }
+
+    #[test]
+    fn malformed_cookie_token_ignored() {
+        let cookies = Cookies::default();
+        for value in ["short", &"!".repeat(TOKEN_CHARS)] {
+            cookies.add(Cookie::new(COOKIE_NAME, value.to_owned()));
+            assert_eq!(cookie_token(&cookies), None, "{value}");
+        }
+        let valid = new_token();
+        cookies.add(Cookie::new(COOKIE_NAME, valid.clone()));
+        assert_eq!(cookie_token(&cookies), Some(valid));
     }
 }

@@ -113,13 +113,23 @@ impl WebClient {
     }
 }
 
-fn session_cookie(headers: &HeaderMap) -> Option<String> {
+/// Returns the `Set-Cookie` header that sets the cookie `name`.
+fn set_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    let prefix = format!("{name}=");
     headers
         .get_all(SET_COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
-        .find(|value| value.starts_with("unified_login_session="))
+        .find(|value| value.starts_with(&prefix))
         .map(str::to_owned)
+}
+
+fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    set_cookie(headers, "unified_login_session")
+}
+
+fn csrf_cookie(headers: &HeaderMap) -> Option<String> {
+    set_cookie(headers, "unified_login_csrf")
 }
 
 #[tokio::test]
@@ -144,7 +154,21 @@ async fn login_page_sets_security_headers() {
         "HSTS on plain HTTP"
     );
 
-    let cookie = session_cookie(&page.headers).expect("session cookie");
+    assert_eq!(
+        session_cookie(&page.headers),
+        None,
+        "the sign-in page starts no session"
+    );
+    let cookie = csrf_cookie(&page.headers).expect("CSRF cookie");
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+    assert!(cookie.contains("SameSite=Lax"), "{cookie}");
+    assert!(
+        !cookie.contains("Secure"),
+        "Secure cookie over plain HTTP: {cookie}"
+    );
+
+    let identified = client.identify("jane@example.com").await;
+    let cookie = session_cookie(&identified.headers).expect("session cookie");
     assert!(cookie.contains("HttpOnly"), "{cookie}");
     assert!(cookie.contains("SameSite=Lax"), "{cookie}");
     assert!(
@@ -166,7 +190,7 @@ async fn https_public_url_secures_cookie() {
         ..Options::default()
     });
     let page = WebClient::new(&broker).get("/login").await;
-    let cookie = session_cookie(&page.headers).expect("session cookie");
+    let cookie = csrf_cookie(&page.headers).expect("CSRF cookie");
     assert!(cookie.contains("Secure"), "{cookie}");
     assert!(
         page.headers.get("strict-transport-security").is_some(),
@@ -183,6 +207,8 @@ async fn serves_https_with_configured_certificate() {
     let pem = broker.certificate_pem.clone().expect("certificate");
     let client = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).unwrap())
+        .cookie_store(true)
+        .redirect(Policy::none())
         .build()
         .unwrap();
     let response = client
@@ -197,7 +223,18 @@ async fn serves_https_with_configured_certificate() {
             .get("strict-transport-security")
             .is_some()
     );
-    let cookie = session_cookie(response.headers()).expect("session cookie");
+    let cookie = csrf_cookie(response.headers()).expect("CSRF cookie");
+    assert!(cookie.contains("Secure"), "{cookie}");
+
+    let token = csrf_token(&response.text().await.unwrap());
+    let identified = client
+        .post(broker.url("/login"))
+        .form(&[("csrf_token", token.as_str()), ("identifier", "jane@example.com")])
+        .send()
+        .await
+        .expect("HTTPS form post");
+    assert_eq!(identified.status(), StatusCode::SEE_OTHER);
+    let cookie = session_cookie(identified.headers()).expect("session cookie");
     assert!(cookie.contains("Secure"), "{cookie}");
 
     let untrusted = reqwest::Client::new()
@@ -216,11 +253,12 @@ async fn password_sign_in_and_logout() {
     broker.add_user("jdoe", "Jane.Doe@Example.com");
     let client = WebClient::new(&broker);
 
-    let before = client.get("/login").await;
-    let cookie_before = session_cookie(&before.headers).expect("session cookie before sign-in");
-
     // Case, whitespace and Unicode form of the email do not matter.
-    let done = client.sign_in("  JANE.doe@example.COM ", PASSWORD).await;
+    let identified = client.identify("  JANE.doe@example.COM ").await;
+    assert_eq!(identified.location(), "/login/password");
+    let cookie_before =
+        session_cookie(&identified.headers).expect("session cookie before sign-in");
+    let done = client.password(PASSWORD).await;
     assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
     assert_eq!(done.location(), "/account");
     let cookie_after = session_cookie(&done.headers).expect("new session cookie at sign-in");
@@ -402,6 +440,17 @@ async fn missing_csrf_token_is_rejected() {
         )
         .await;
     assert_eq!(stolen.status, StatusCode::FORBIDDEN);
+
+    // A browser without the CSRF cookie, as on a forged cross-site form,
+    // gets no token accepted.
+    let cookieless = WebClient::new(&broker);
+    let forged = cookieless
+        .post(
+            "/login",
+            &[("csrf_token", &foreign_token), ("identifier", "x")],
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
 }
 
 #[tokio::test]
@@ -794,7 +843,9 @@ async fn csrf_token_changes_at_sign_in() {
     broker.add_user("jdoe", "jane@example.com");
     let client = WebClient::new(&broker);
     let before = csrf_token(&client.get("/login").await.body);
-    client.sign_in("jdoe", PASSWORD).await;
+    let done = client.sign_in("jdoe", PASSWORD).await;
+    let removal = csrf_cookie(&done.headers).expect("CSRF cookie removed at sign-in");
+    assert!(removal.contains("Max-Age=0"), "{removal}");
     let after = csrf_token(&client.get("/account").await.body);
     assert_ne!(
         before, after,
@@ -802,6 +853,33 @@ async fn csrf_token_changes_at_sign_in() {
     );
     let stale = client.post("/logout", &[("csrf_token", &before)]).await;
     assert_eq!(stale.status, StatusCode::FORBIDDEN);
+}
+
+/// Returns how many browser sessions the broker's database contains.
+async fn stored_sessions(broker: &Broker) -> i64 {
+    let pool = unified_login::db::connect_default(&broker.database().url())
+        .await
+        .expect("open the broker's database");
+    let count = sqlx::query_scalar("SELECT COUNT(*) FROM browser_sessions")
+        .fetch_one(&pool)
+        .await
+        .expect("count sessions");
+    pool.close().await;
+    count
+}
+
+#[tokio::test]
+async fn login_page_stores_no_session() {
+    let broker = Broker::start();
+    for _ in 0..5 {
+        let page = WebClient::new(&broker).get("/login").await;
+        assert_eq!(page.status, StatusCode::OK);
+    }
+    assert_eq!(stored_sessions(&broker).await, 0, "page views stored sessions");
+
+    let identified = WebClient::new(&broker).identify("jane@example.com").await;
+    assert_eq!(identified.location(), "/login/password");
+    assert_eq!(stored_sessions(&broker).await, 1, "the started sign-in");
 }
 
 #[tokio::test]
