@@ -96,14 +96,21 @@ impl PeerProcess {
     /// Panics when the peer exits or returns a status other than 200 before
     /// it is ready, and when every attempt found its port in use or was not
     /// ready within 30 s.
-    pub(crate) fn start(
+    pub(crate) fn start(peer: &'static Peer, command: impl FnMut(&Path, u16) -> Command) -> Self {
+        Self::start_within(peer, STARTUP_TIMEOUT, command)
+    }
+
+    /// Starts `peer` as [`PeerProcess::start`] does, with `timeout` in
+    /// place of 30 s for each attempt.
+    fn start_within(
         peer: &'static Peer,
+        timeout: Duration,
         mut command: impl FnMut(&Path, u16) -> Command,
     ) -> Self {
         let mut stalls = Vec::new();
         for _ in 0..START_ATTEMPTS {
             let mut process = Self::spawn(peer, &mut command);
-            match process.wait_ready() {
+            match process.wait_ready(timeout) {
                 Ok(()) => return process,
                 Err(StartFailure::PortTaken) => continue,
                 Err(StartFailure::Stalled(report)) => {
@@ -166,11 +173,11 @@ impl PeerProcess {
     /// Polls the peer's ready path until it returns 200 OK.
     ///
     /// Returns an error when the process exits because its port was taken
-    /// or when it is not ready within 30 s, and panics with the logs on any
+    /// or when it is not ready within `timeout`, and panics with the logs on any
     /// other failure.
-    fn wait_ready(&mut self) -> Result<(), StartFailure> {
+    fn wait_ready(&mut self, timeout: Duration) -> Result<(), StartFailure> {
         let url = self.url(self.peer.ready_path);
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             let exit_status = self.child.try_wait().unwrap_or_else(|error| {
                 panic!("check whether {} is running: {error}", self.peer.name)
@@ -198,7 +205,7 @@ impl PeerProcess {
         Err(StartFailure::Stalled(format!(
             "{} did not serve {url} within {} s\n{}\n{}",
             self.peer.name,
-            STARTUP_TIMEOUT.as_secs(),
+            timeout.as_secs_f64(),
             self.thread_states(),
             self.logs()
         )))
@@ -326,4 +333,44 @@ pub(crate) fn missing_peer<T>(test: &str, reason: &str) -> Option<T> {
     }
     eprintln!("{test} did not run: {reason}");
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A peer that never listens. Its command is `sleep`, which behaves like
+    /// a process that stalled before it served its ready path.
+    static SILENT: Peer = Peer {
+        name: "the silent peer",
+        dir_prefix: "silent-peer-",
+        ready_path: "/ready",
+        logs: &[LogFile {
+            heading: "silent peer log",
+            path: "peer.log",
+        }],
+        port_in_use: PortInUse::ExitCode(3),
+    };
+
+    #[test]
+    fn stalled_peer_started_again() {
+        let mut starts = 0;
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            PeerProcess::start_within(&SILENT, Duration::from_millis(300), |_, _| {
+                starts += 1;
+                let mut command = Command::new("sleep");
+                command.arg("30");
+                command
+            })
+        }));
+        let message = *outcome
+            .err()
+            .expect("a peer that never listens must not start")
+            .downcast::<String>()
+            .expect("panic message");
+        assert_eq!(starts, START_ATTEMPTS);
+        assert!(message.contains("3 stalled"), "{message}");
+        assert!(message.contains("waiting in"), "{message}");
+        assert!(message.contains("--- silent peer log ---"), "{message}");
+    }
 }
