@@ -61,13 +61,7 @@ pub async fn submit(
     }
     if let Err(error) = check_strength(password, &[]) {
         let message = format!("The new password cannot be used: {error}.");
-        return page(
-            &csrf,
-            &form.token,
-            StatusCode::BAD_REQUEST,
-            Some(&message),
-        )
-        .await;
+        return page(&csrf, &form.token, StatusCode::BAD_REQUEST, Some(&message)).await;
     }
     // Spending the link and setting the password happen in one transaction,
     // so a link raced by two posts sets one password.

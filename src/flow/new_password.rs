@@ -24,7 +24,11 @@ use crate::web::pages::{NewPasswordPage, render};
 
 pub const PATH: &str = "/login/new-password";
 
-pub async fn show(State(state): State<AppState>, session: Session, csrf: Csrf) -> Result<Response, AppError> {
+pub async fn show(
+    State(state): State<AppState>,
+    session: Session,
+    csrf: Csrf,
+) -> Result<Response, AppError> {
     match LoginFlow::load_at(&session, &state, Step::ChangePassword).await? {
         Ok(_) => page(&csrf, StatusCode::OK, None).await,
         Err(redirect) => Ok(redirect),
@@ -106,11 +110,7 @@ pub async fn submit(
     complete_sign_in(&state, &session, &flow, &user, &["password"], client_ip).await
 }
 
-async fn page(
-    csrf: &Csrf,
-    status: StatusCode,
-    error: Option<&str>,
-) -> Result<Response, AppError> {
+async fn page(csrf: &Csrf, status: StatusCode, error: Option<&str>) -> Result<Response, AppError> {
     let page = NewPasswordPage {
         csrf_token: &csrf.token().await?,
         heading: "Choose a new password",

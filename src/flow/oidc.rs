@@ -121,7 +121,16 @@ pub async fn callback(
 
     match connector.exchange(&code, &pending).await {
         Ok(identity) => {
-            cl_auth::after_idp(&state, &session, &csrf, flow, &identity, "login.oidc", client_ip).await
+            cl_auth::after_idp(
+                &state,
+                &session,
+                &csrf,
+                flow,
+                &identity,
+                "login.oidc",
+                client_ip,
+            )
+            .await
         }
         Err(error @ OidcError::Unreachable(_)) => {
             let shown = format!(

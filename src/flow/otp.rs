@@ -20,7 +20,11 @@ use crate::web::pages::{OtpPage, render};
 const WRONG_CODE: &str = "That code is incorrect or was already used. Enter the current code \
      from your authenticator app, or one of your recovery codes.";
 
-pub async fn show(State(state): State<AppState>, session: Session, csrf: Csrf) -> Result<Response, AppError> {
+pub async fn show(
+    State(state): State<AppState>,
+    session: Session,
+    csrf: Csrf,
+) -> Result<Response, AppError> {
     let flow = match LoginFlow::load_at(&session, &state, Step::SecondFactor).await? {
         Ok(flow) => flow,
         Err(redirect) => return Ok(redirect),
@@ -49,13 +53,7 @@ pub async fn submit(
         Ok(charge) => charge,
         Err(message) => {
             record_failure(&state, &flow, "login.otp", "locked", client_ip).await?;
-            return page(
-                &csrf,
-                &flow,
-                StatusCode::TOO_MANY_REQUESTS,
-                Some(&message),
-            )
-            .await;
+            return page(&csrf, &flow, StatusCode::TOO_MANY_REQUESTS, Some(&message)).await;
         }
     };
 

@@ -32,7 +32,11 @@ const DIRECTORY_UNAVAILABLE: &str =
 /// credentials of CL Auth users.
 const PASSWORD_STEPS: &[Step] = &[Step::Password, Step::MitelPassword];
 
-pub async fn show(State(state): State<AppState>, session: Session, csrf: Csrf) -> Result<Response, AppError> {
+pub async fn show(
+    State(state): State<AppState>,
+    session: Session,
+    csrf: Csrf,
+) -> Result<Response, AppError> {
     let flow = match LoginFlow::load_at_any(&session, &state, PASSWORD_STEPS).await? {
         Ok(flow) => flow,
         Err(redirect) => return Ok(redirect),
@@ -61,13 +65,7 @@ pub async fn submit(
         Ok(charge) => charge,
         Err(message) => {
             record_failure(&state, &flow, "login.password", "locked", client_ip).await?;
-            return page(
-                &csrf,
-                &flow,
-                StatusCode::TOO_MANY_REQUESTS,
-                Some(&message),
-            )
-            .await;
+            return page(&csrf, &flow, StatusCode::TOO_MANY_REQUESTS, Some(&message)).await;
         }
     };
 
@@ -153,13 +151,7 @@ pub async fn submit(
             client_ip,
         )
         .await?;
-        return page(
-            &csrf,
-            &flow,
-            StatusCode::FORBIDDEN,
-            Some(ACCOUNT_DISABLED),
-        )
-        .await;
+        return page(&csrf, &flow, StatusCode::FORBIDDEN, Some(ACCOUNT_DISABLED)).await;
     }
     if mitel {
         // Mitel credentials belong to the CL Auth branch, where any second

@@ -105,7 +105,8 @@ fn new_token() -> String {
 fn cookie_token(cookies: &Cookies) -> Option<String> {
     let cookie = cookies.get(COOKIE_NAME)?;
     let value = cookie.value();
-    let well_formed = value.len() == TOKEN_CHARS && BASE64URL_NOPAD.decode(value.as_bytes()).is_ok();
+    let well_formed =
+        value.len() == TOKEN_CHARS && BASE64URL_NOPAD.decode(value.as_bytes()).is_ok();
     well_formed.then(|| value.to_owned())
 }
 
@@ -183,8 +184,7 @@ pub async fn verify(State(state): State<AppState>, request: Request, next: Next)
     // Once this request has signed the browser in, the cookie's token is no
     // longer accepted, so the browser drops it and gets a new one after
     // sign-out.
-    if cookies.get(COOKIE_NAME).is_some() && matches!(SignedIn::load(&session).await, Ok(Some(_)))
-    {
+    if cookies.get(COOKIE_NAME).is_some() && matches!(SignedIn::load(&session).await, Ok(Some(_))) {
         cookies.remove(Cookie::build(COOKIE_NAME).path("/").build());
     }
     response
@@ -246,13 +246,19 @@ mod tests {
         let second = csrf.token().await.unwrap();
         assert_eq!(first, second);
         assert_eq!(first.len(), TOKEN_CHARS);
-        assert!(session.is_empty().await, "the session stays empty and unsaved");
+        assert!(
+            session.is_empty().await,
+            "the session stays empty and unsaved"
+        );
 
         let cookie = csrf.cookies.get(COOKIE_NAME).expect("CSRF cookie");
         assert_eq!(cookie.value(), first);
         assert_eq!(cookie.http_only(), Some(true));
         assert_eq!(cookie.same_site(), Some(SameSite::Lax));
-        assert_eq!(expected_token(&session, &csrf.cookies).await.unwrap(), first);
+        assert_eq!(
+            expected_token(&session, &csrf.cookies).await.unwrap(),
+            first
+        );
     }
 
     #[tokio::test]
@@ -268,7 +274,10 @@ mod tests {
             session.get::<String>(SESSION_KEY).await.unwrap().as_deref(),
             Some(signed_in.as_str())
         );
-        assert_eq!(expected_token(&session, &csrf.cookies).await.unwrap(), signed_in);
+        assert_eq!(
+            expected_token(&session, &csrf.cookies).await.unwrap(),
+            signed_in
+        );
     }
 
     #[tokio::test]

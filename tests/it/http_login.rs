@@ -229,7 +229,10 @@ async fn serves_https_with_configured_certificate() {
     let token = csrf_token(&response.text().await.unwrap());
     let identified = client
         .post(broker.url("/login"))
-        .form(&[("csrf_token", token.as_str()), ("identifier", "jane@example.com")])
+        .form(&[
+            ("csrf_token", token.as_str()),
+            ("identifier", "jane@example.com"),
+        ])
         .send()
         .await
         .expect("HTTPS form post");
@@ -256,8 +259,7 @@ async fn password_sign_in_and_logout() {
     // Case, whitespace and Unicode form of the email do not matter.
     let identified = client.identify("  JANE.doe@example.COM ").await;
     assert_eq!(identified.location(), "/login/password");
-    let cookie_before =
-        session_cookie(&identified.headers).expect("session cookie before sign-in");
+    let cookie_before = session_cookie(&identified.headers).expect("session cookie before sign-in");
     let done = client.password(PASSWORD).await;
     assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
     assert_eq!(done.location(), "/account");
@@ -875,7 +877,11 @@ async fn login_page_stores_no_session() {
         let page = WebClient::new(&broker).get("/login").await;
         assert_eq!(page.status, StatusCode::OK);
     }
-    assert_eq!(stored_sessions(&broker).await, 0, "page views stored sessions");
+    assert_eq!(
+        stored_sessions(&broker).await,
+        0,
+        "page views stored sessions"
+    );
 
     let identified = WebClient::new(&broker).identify("jane@example.com").await;
     assert_eq!(identified.location(), "/login/password");
