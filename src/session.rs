@@ -4,6 +4,9 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::AnyPool;
@@ -14,6 +17,7 @@ use tower_sessions::{Expiry, Session, SessionManagerLayer};
 
 use crate::config::Config;
 use crate::error::AppError;
+use crate::state::AppState;
 
 pub const COOKIE_NAME: &str = "unified_login_session";
 const SIGNED_IN_KEY: &str = "auth.signed_in";
@@ -174,6 +178,33 @@ pub fn layer(
         .with_path("/")
         .with_expiry(Expiry::OnInactivity(idle));
     (layer, store)
+}
+
+/// Middleware that gives a session changed before sign-in the sign-in time
+/// limit in place of the signed-in idle time. tower-sessions starts every
+/// request with the layer's expiry and writes it with any change, so without
+/// this a sign-in abandoned halfway would keep its row for the idle time.
+pub async fn limit_unfinished_sign_ins(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let session = request.extensions().get::<Session>().cloned();
+    let response = next.run(request).await;
+    let Some(session) = session.filter(Session::is_modified) else {
+        return response;
+    };
+    match SignedIn::load(&session).await {
+        Ok(None) => {
+            let limit = time::Duration::minutes(i64::from(state.config.session.login_minutes));
+            session.set_expiry(Some(Expiry::OnInactivity(limit)));
+        }
+        Ok(Some(_)) => {}
+        Err(error) => {
+            tracing::warn!(%error, "reading the session failed, so its expiry was left as it was")
+        }
+    }
+    response
 }
 
 /// Deletes expired sessions from the store once a minute, for ever. A failed

@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
-use tower_sessions::{Expiry, Session};
+use tower_sessions::Session;
 
 use super::cl_auth;
 use super::state::{LoginFlow, Step};
@@ -36,7 +36,6 @@ pub async fn show(
         return Ok(Redirect::to(&return_to).into_response());
     }
 
-    limit_anonymous_session(&state, &session).await?;
     // Loads the IdP settings, so the page's CSP allows posting on to the IdP.
     state.saml.active_idp().await?;
 
@@ -108,7 +107,6 @@ pub async fn submit(
         }
         _ => Step::Password,
     };
-    limit_anonymous_session(&state, &session).await?;
     let flow = LoginFlow {
         identifier: form.identifier.trim().to_owned(),
         lockout_key,
@@ -131,15 +129,4 @@ pub async fn submit(
             Ok(Redirect::to("/login/password").into_response())
         }
     }
-}
-
-/// Gives a session that has not signed in the sign-in time limit in place
-/// of the signed-in idle time. Such a session carries only a started flow,
-/// so an abandoned sign-in leaves no long-lived row behind.
-async fn limit_anonymous_session(state: &AppState, session: &Session) -> Result<(), AppError> {
-    if SignedIn::load(session).await?.is_none() {
-        let limit = time::Duration::minutes(i64::from(state.config.session.login_minutes));
-        session.set_expiry(Some(Expiry::OnInactivity(limit)));
-    }
-    Ok(())
 }

@@ -149,10 +149,15 @@ pub async fn resume(
 ) -> Result<Response, AppError> {
     let now = state.clock.now();
     let mut pending: Vec<PendingRequest> = session.get(PENDING_KEY).await?.unwrap_or_default();
+    let stored = pending.len();
     let login_seconds = i64::from(state.config.session.login_minutes) * 60;
     pending.retain(|entry| now - entry.requested_at <= login_seconds);
     let Some(position) = pending.iter().position(|entry| entry.id == query.request) else {
-        session.insert(PENDING_KEY, &pending).await?;
+        // Only a change is written: an unknown id from a browser without a
+        // session must not create a session row.
+        if pending.len() != stored {
+            store_pending(&session, &pending).await?;
+        }
         return render(
             StatusCode::BAD_REQUEST,
             &ErrorPage {
@@ -177,12 +182,12 @@ pub async fn resume(
         // Someone opened this address without signing in first.
         let hint = entry.request.login_hint.clone();
         let url = login_url(&entry.id, hint.as_deref());
-        session.insert(PENDING_KEY, &pending).await?;
+        store_pending(&session, &pending).await?;
         return Ok(Redirect::to(&url).into_response());
     };
 
     let entry = pending.remove(position);
-    session.insert(PENDING_KEY, &pending).await?;
+    store_pending(&session, &pending).await?;
     tracing::debug!(user.id = %user.id, client_id = %entry.request.client_id, "resuming an authorization request after sign-in");
     issue_code(&state, &entry.request, &signed_in, now).await
 }
@@ -450,6 +455,16 @@ async fn current_user(
     Ok(user
         .filter(|user| user.active)
         .map(|user| (signed_in, user)))
+}
+
+/// Stores the pending requests, and removes the key when none is left.
+async fn store_pending(session: &Session, pending: &[PendingRequest]) -> Result<(), AppError> {
+    if pending.is_empty() {
+        session.remove_value(PENDING_KEY).await?;
+    } else {
+        session.insert(PENDING_KEY, pending).await?;
+    }
+    Ok(())
 }
 
 async fn park(

@@ -7,8 +7,8 @@
 //!
 //! A signed-in session stores its token. Before sign-in the token lives in
 //! a cookie of its own and the form repeats it (double submit), so that
-//! showing the sign-in page writes no session row: anonymous page views,
-//! however many, add no database writes.
+//! showing the sign-in page writes nothing to the database, however often
+//! it is requested.
 //!
 //! NOTE: a host that can set cookies for this one, such as a sibling
 //! subdomain, can plant a cookie and token pair before sign-in. It could
@@ -84,13 +84,7 @@ impl Csrf {
             return Ok(existing);
         }
         let token = new_token();
-        let cookie = Cookie::build((COOKIE_NAME, token.clone()))
-            .http_only(true)
-            .same_site(SameSite::Lax)
-            .secure(self.secure)
-            .path("/")
-            .build();
-        self.cookies.add(cookie);
+        self.cookies.add(token_cookie(token.clone(), self.secure));
         Ok(token)
     }
 }
@@ -142,52 +136,87 @@ pub fn submitted_token(body: &[u8]) -> Option<String> {
         .map(|(_, value)| value.into_owned())
 }
 
-/// Middleware that checks the CSRF token of every non-safe request.
+/// Middleware that checks the CSRF token of every non-safe request, and
+/// drops the CSRF cookie of a browser that has signed in.
 pub async fn verify(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if matches!(
+    let (Some(session), Some(cookies)) = (
+        request.extensions().get::<Session>().cloned(),
+        request.extensions().get::<Cookies>().cloned(),
+    ) else {
+        tracing::error!("CSRF check runs outside the session layer");
+        return AppError::CsrfRejected.into_response();
+    };
+    let safe = matches!(
         *request.method(),
         Method::GET | Method::HEAD | Method::OPTIONS
-    ) {
-        return next.run(request).await;
-    }
+    );
+    let response = if safe {
+        next.run(request).await
+    } else {
+        match check(&state, request, &session, &cookies).await {
+            Ok(request) => next.run(request).await,
+            Err(rejection) => return rejection,
+        }
+    };
+    drop_cookie_after_sign_in(&session, &cookies, state.config.uses_https()).await;
+    response
+}
+
+/// Checks the origin and the CSRF token of a state-changing request, and
+/// returns the request with its body read back in.
+async fn check(
+    state: &AppState,
+    request: Request,
+    session: &Session,
+    cookies: &Cookies,
+) -> Result<Request, Response> {
     if let Some(origin) = request.headers().get(header::ORIGIN) {
         let expected = state.public_url.origin().ascii_serialization();
         if origin.as_bytes() != expected.as_bytes() {
             tracing::warn!(origin = ?origin, "form posted from another origin");
-            return AppError::CsrfRejected.into_response();
+            return Err(AppError::CsrfRejected.into_response());
         }
     }
 
     let (parts, body) = request.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, MAX_FORM_BYTES).await else {
-        return AppError::PayloadTooLarge.into_response();
+        return Err(AppError::PayloadTooLarge.into_response());
     };
-    let (Some(session), Some(cookies)) = (
-        parts.extensions.get::<Session>().cloned(),
-        parts.extensions.get::<Cookies>().cloned(),
-    ) else {
-        tracing::error!("CSRF check runs outside the session layer");
-        return AppError::CsrfRejected.into_response();
-    };
-    let expected = match expected_token(&session, &cookies).await {
-        Ok(token) => token,
-        Err(error) => return error.into_response(),
-    };
+    let expected = expected_token(session, cookies)
+        .await
+        .map_err(IntoResponse::into_response)?;
     let submitted = submitted_token(&bytes).unwrap_or_default();
     if !tokens_match(&expected, &submitted) {
         tracing::warn!(path = %parts.uri.path(), "form without a valid CSRF token");
-        return AppError::CsrfRejected.into_response();
+        return Err(AppError::CsrfRejected.into_response());
     }
-    let response = next
-        .run(Request::from_parts(parts, Body::from(bytes)))
-        .await;
-    // Once this request has signed the browser in, the cookie's token is no
-    // longer accepted, so the browser drops it and gets a new one after
-    // sign-out.
-    if cookies.get(COOKIE_NAME).is_some() && matches!(SignedIn::load(&session).await, Ok(Some(_))) {
-        cookies.remove(Cookie::build(COOKIE_NAME).path("/").build());
+    Ok(Request::from_parts(parts, Body::from(bytes)))
+}
+
+/// Tells a signed-in browser to drop its CSRF cookie, whichever way it
+/// signed in: a form or an IdP. The cookie's token is no longer accepted,
+/// and after sign-out the browser gets a new one.
+async fn drop_cookie_after_sign_in(session: &Session, cookies: &Cookies, secure: bool) {
+    if cookies.get(COOKIE_NAME).is_none() {
+        return;
     }
-    response
+    match SignedIn::load(session).await {
+        Ok(Some(_)) => cookies.remove(token_cookie(String::new(), secure)),
+        Ok(None) => {}
+        Err(error) => {
+            tracing::warn!(%error, "reading the session failed, so the CSRF cookie was kept")
+        }
+    }
+}
+
+/// Returns the CSRF cookie with `token` as its value.
+fn token_cookie(token: String, secure: bool) -> Cookie<'static> {
+    Cookie::build((COOKIE_NAME, token))
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(secure)
+        .path("/")
+        .build()
 }
 
 #[cfg(test)]

@@ -35,13 +35,17 @@ const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 pub fn app(state: AppState, sessions: SessionManagerLayer<DbSessionStore>) -> Router {
     // Layers run outside-in in the reverse order of the `.layer` calls below:
     // request id → client address → trace → security headers → session →
-    // rate limit → CSRF → handler.
+    // rate limit → sign-in time limit → CSRF → handler.
     let browser = Router::new()
         .merge(flow::routes())
         .merge(account::routes())
         .merge(provider::browser_routes())
         .merge(admin::pages::routes())
         .layer(middleware::from_fn_with_state(state.clone(), csrf::verify))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::session::limit_unfinished_sign_ins,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             rate_limit::limit_posts,

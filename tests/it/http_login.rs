@@ -748,6 +748,9 @@ async fn totp_step_and_code_reuse() {
     let client = WebClient::new(&broker);
     let after_password = client.sign_in("jdoe", PASSWORD).await;
     assert_eq!(after_password.location(), "/login/otp");
+    // Halfway through, the session still has the 15-minute sign-in limit.
+    let cookie = session_cookie(&after_password.headers).expect("session cookie");
+    assert!(cookie.contains("Max-Age=900"), "{cookie}");
     assert_eq!(
         client.get("/account").await.status,
         StatusCode::SEE_OTHER,
@@ -857,17 +860,18 @@ async fn csrf_token_changes_at_sign_in() {
     assert_eq!(stale.status, StatusCode::FORBIDDEN);
 }
 
-/// Returns how many browser sessions the broker's database contains.
-async fn stored_sessions(broker: &Broker) -> i64 {
+/// Returns the stored browser sessions, each as its serialized record,
+/// which changes with every write because it contains the expiry time.
+async fn stored_sessions(broker: &Broker) -> Vec<String> {
     let pool = unified_login::db::connect_default(&broker.database().url())
         .await
         .expect("open the broker's database");
-    let count = sqlx::query_scalar("SELECT COUNT(*) FROM browser_sessions")
-        .fetch_one(&pool)
+    let records = sqlx::query_scalar("SELECT record FROM browser_sessions ORDER BY record")
+        .fetch_all(&pool)
         .await
-        .expect("count sessions");
+        .expect("read sessions");
     pool.close().await;
-    count
+    records
 }
 
 #[tokio::test]
@@ -877,15 +881,23 @@ async fn login_page_stores_no_session() {
         let page = WebClient::new(&broker).get("/login").await;
         assert_eq!(page.status, StatusCode::OK);
     }
-    assert_eq!(
-        stored_sessions(&broker).await,
-        0,
-        "page views stored sessions"
-    );
+    let unknown = WebClient::new(&broker)
+        .get("/oauth2/authorize/continue?request=unknown")
+        .await;
+    assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
+    assert_eq!(stored_sessions(&broker).await, Vec::<String>::new());
 
-    let identified = WebClient::new(&broker).identify("jane@example.com").await;
+    let client = WebClient::new(&broker);
+    let identified = client.identify("jane@example.com").await;
     assert_eq!(identified.location(), "/login/password");
-    assert_eq!(stored_sessions(&broker).await, 1, "the started sign-in");
+    let started = stored_sessions(&broker).await;
+    assert_eq!(started.len(), 1, "the started sign-in");
+
+    // Showing the page again in the middle of the sign-in writes nothing.
+    for _ in 0..3 {
+        assert_eq!(client.get("/login").await.status, StatusCode::OK);
+    }
+    assert_eq!(stored_sessions(&broker).await, started);
 }
 
 #[tokio::test]

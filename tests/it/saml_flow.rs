@@ -122,6 +122,8 @@ pub struct Client {
 pub struct Page {
     pub status: StatusCode,
     pub location: String,
+    /// The `Set-Cookie` headers of the response.
+    pub cookies: Vec<String>,
     pub body: String,
 }
 
@@ -156,9 +158,17 @@ impl Client {
             .and_then(|value| value.to_str().ok())
             .unwrap_or_default()
             .to_owned();
+        let cookies = response
+            .headers()
+            .get_all(reqwest::header::SET_COOKIE)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .map(str::to_owned)
+            .collect();
         Page {
             status,
             location,
+            cookies,
             body: response.text().await.unwrap(),
         }
     }
@@ -471,6 +481,14 @@ async fn saml_sign_in_over_http() {
     let done = client.post_to_acs(&broker, &response, &relay_state).await;
     assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
     assert_eq!(done.location, "/account");
+    // The sign-in page's CSRF cookie is dropped at sign-in through the IdP too.
+    assert!(
+        done.cookies.iter().any(
+            |cookie| cookie.starts_with("unified_login_csrf=;") && cookie.contains("Max-Age=0")
+        ),
+        "{:?}",
+        done.cookies
+    );
 
     let account = client.get(&broker.url("/account")).await;
     assert!(
