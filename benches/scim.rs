@@ -5,10 +5,13 @@
 //! `cargo bench --bench scim` provisions 10,000 users. Without `--bench`
 //! (as `cargo test --all-targets` runs it) it provisions 200, as a quick
 //! check that the path works.
+//!
+//! It then times listing pages of 100 users spread over the directory,
+//! against the IdP's `userName` probe (one indexed look-up) in the same run.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use secrecy::ExposeSecret;
 use serde_json::json;
@@ -22,6 +25,12 @@ use unified_login::{db, session, web};
 /// Requests in flight at once, as a provisioning client with a small
 /// connection pool sends them.
 const CONCURRENCY: usize = 8;
+
+/// Users per listed page.
+const PAGE_SIZE: usize = 100;
+
+/// Requests timed for each kind of listing.
+const LIST_REQUESTS: usize = 50;
 
 fn main() {
     let full = std::env::args().any(|arg| arg == "--bench");
@@ -111,4 +120,58 @@ async fn run(users: usize) {
         users as f64 / elapsed.as_secs_f64(),
         cfg!(debug_assertions)
     );
+
+    let bearer = token.expose_secret().to_owned();
+    let page_times = time_gets(
+        &client,
+        &bearer,
+        (0..LIST_REQUESTS).map(|request| {
+            let start_index = 1 + request * users / LIST_REQUESTS;
+            format!("{url}?startIndex={start_index}&count={PAGE_SIZE}")
+        }),
+    )
+    .await;
+    let probe_times = time_gets(
+        &client,
+        &bearer,
+        (0..LIST_REQUESTS).map(|request| {
+            let index = request * users / LIST_REQUESTS;
+            format!("{url}?filter=userName%20eq%20%22u{index:06}%40contoso.example%22")
+        }),
+    )
+    .await;
+    let (page, probe) = (median(page_times), median(probe_times));
+    println!(
+        "scim_provision: list a page of {PAGE_SIZE} of {users} users, median {:.2} ms = {:.1}x the userName probe ({:.2} ms), {LIST_REQUESTS} requests each",
+        page.as_secs_f64() * 1000.0,
+        page.as_secs_f64() / probe.as_secs_f64(),
+        probe.as_secs_f64() * 1000.0
+    );
+}
+
+/// Sends each GET in turn and returns the latencies.
+async fn time_gets(
+    client: &reqwest::Client,
+    bearer: &str,
+    urls: impl Iterator<Item = String>,
+) -> Vec<Duration> {
+    let mut times = Vec::new();
+    for url in urls {
+        let started = Instant::now();
+        let response = client
+            .get(&url)
+            .bearer_auth(bearer)
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(response.status(), 200, "GET {url}");
+        response.bytes().await.expect("listing body");
+        times.push(started.elapsed());
+    }
+    times
+}
+
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[times.len() / 2]
 }

@@ -275,14 +275,35 @@ async fn search(
         ),
     };
 
-    let matching = matching_users(state, filter.as_ref(), client.settings.reinitialize).await?;
-    let total = matching.len();
+    let (total, window) = match &filter {
+        // Without a filter the database pages, so a large directory is not
+        // read in full for each page.
+        None => {
+            let total = state.scim.count_users().await?;
+            let users = state.scim.list_users_page(start_index - 1, count).await?;
+            let window: Vec<Value> = users
+                .iter()
+                .map(|user| render_user(user, &user_location(state, &user.id)))
+                .collect();
+            (usize::try_from(total).unwrap_or(0), window)
+        }
+        Some(filter) => {
+            let matching =
+                matching_users(state, Some(filter), client.settings.reinitialize).await?;
+            let total = matching.len();
+            let window = matching
+                .into_iter()
+                .skip(usize::try_from(start_index - 1).unwrap_or(usize::MAX))
+                .take(usize::try_from(count).unwrap_or(0))
+                .map(|(_, resource)| resource)
+                .collect();
+            (total, window)
+        }
+    };
     let (attributes, excluded) = query.attribute_lists();
-    let page: Vec<Value> = matching
+    let page: Vec<Value> = window
         .into_iter()
-        .skip(usize::try_from(start_index - 1).unwrap_or(usize::MAX))
-        .take(usize::try_from(count).unwrap_or(0))
-        .map(|(_, mut resource)| {
+        .map(|mut resource| {
             project(&mut resource, &attributes, &excluded);
             resource
         })

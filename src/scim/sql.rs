@@ -373,6 +373,31 @@ impl ScimStore for SqlScimStore {
         Ok(rows.iter().map(user_from_row).collect::<Result<_, _>>()?)
     }
 
+    async fn count_users(&self) -> Result<i64, DirectoryError> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE is_admin = 0")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn list_users_page(
+        &self,
+        offset: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredUser>, DirectoryError> {
+        let sql = format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE is_admin = 0 \
+             ORDER BY created_at, id LIMIT $1 OFFSET $2"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(user_from_row).collect::<Result<_, _>>()?)
+    }
+
     async fn commit(&self, commit: Commit, now: i64) -> Result<Option<StoredUser>, CommitError> {
         let mut tx = self.write_transaction().await?;
         let id = match &commit.write {

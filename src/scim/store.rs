@@ -151,6 +151,15 @@ pub trait ScimStore: Send + Sync {
     async fn find_by_user_name(&self, key: &str) -> Result<Option<StoredUser>, DirectoryError>;
     /// Returns all users in the order of creation.
     async fn list_users(&self) -> Result<Vec<StoredUser>, DirectoryError>;
+    /// Returns how many users [`ScimStore::list_users`] would return.
+    async fn count_users(&self) -> Result<i64, DirectoryError>;
+    /// Returns at most `limit` users in the order of creation, after
+    /// skipping the first `offset`.
+    async fn list_users_page(
+        &self,
+        offset: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredUser>, DirectoryError>;
     /// Applies a write with its audit event in one transaction and returns
     /// the user as stored afterwards (`None` after a delete).
     async fn commit(&self, commit: Commit, now: i64) -> Result<Option<StoredUser>, CommitError>;
