@@ -16,7 +16,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::{Deserialize, Serialize};
-use tower_sessions::{Expiry, Session};
+use tower_sessions::Session;
 use url::Url;
 
 use super::Provider;
@@ -131,7 +131,7 @@ pub async fn start(
         .as_ref()
         .filter(|(signed_in, _)| needs_new_sign_in(&request, signed_in, now))
         .map(|(signed_in, _)| signed_in.sign_in_id.clone());
-    let id = park(&state, &session, request, stale_sign_in_id, now).await?;
+    let id = park(&session, request, stale_sign_in_id, now).await?;
     Ok(Redirect::to(&login_url(&id, login_hint.as_deref())).into_response())
 }
 
@@ -468,7 +468,6 @@ async fn store_pending(session: &Session, pending: &[PendingRequest]) -> Result<
 }
 
 async fn park(
-    state: &AppState,
     session: &Session,
     request: AuthorizationRequest,
     stale_sign_in_id: Option<String>,
@@ -486,10 +485,6 @@ async fn park(
         request,
     });
     session.insert(PENDING_KEY, &pending).await?;
-    if SignedIn::load(session).await?.is_none() {
-        let limit = time::Duration::minutes(i64::from(state.config.session.login_minutes));
-        session.set_expiry(Some(Expiry::OnInactivity(limit)));
-    }
     Ok(id)
 }
 

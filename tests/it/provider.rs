@@ -404,6 +404,15 @@ async fn native_code_flow_with_pkce_and_refresh_rotation() {
         "{}",
         started.location()
     );
+    // The parked request lives in a session with the sign-in time limit.
+    let cookie = started
+        .headers
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .find(|value| value.starts_with("unified_login_session="))
+        .expect("session cookie for the parked request");
+    assert!(cookie.contains("Max-Age=900"), "{cookie}");
     let answered = sign_in_from(&browser, &started).await;
     let location = answered.location().to_owned();
     assert!(location.starts_with(NATIVE_REDIRECT), "{location}");
