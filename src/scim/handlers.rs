@@ -288,14 +288,12 @@ async fn search(
             (usize::try_from(total).unwrap_or(0), window)
         }
         Some(filter) => {
-            let matching =
-                matching_users(state, Some(filter), client.settings.reinitialize).await?;
+            let matching = matching_users(state, filter, client.settings.reinitialize).await?;
             let total = matching.len();
             let window = matching
                 .into_iter()
                 .skip(usize::try_from(start_index - 1).unwrap_or(usize::MAX))
                 .take(usize::try_from(count).unwrap_or(0))
-                .map(|(_, resource)| resource)
                 .collect();
             (total, window)
         }
@@ -324,10 +322,10 @@ fn is_attribute(path: &AttrPath, name: &str) -> bool {
 /// Returns the users that match `filter`, rendered, in creation order.
 async fn matching_users(
     state: &AppState,
-    filter: Option<&Filter>,
+    filter: &Filter,
     reinitialize: bool,
-) -> Result<Vec<(String, Value)>, ScimError> {
-    let equality = filter.and_then(Filter::as_equality);
+) -> Result<Vec<Value>, ScimError> {
+    let equality = filter.as_equality();
     if let Some((path, _)) = equality
         && reinitialize
         && (is_attribute(path, "userName") || is_attribute(path, "externalId"))
@@ -350,12 +348,9 @@ async fn matching_users(
         _ => state.scim.list_users().await?,
     };
     Ok(users
-        .into_iter()
-        .map(|user| {
-            let resource = render_user(&user, &user_location(state, &user.id));
-            (user.id, resource)
-        })
-        .filter(|(_, resource)| filter.is_none_or(|filter| filter.matches(resource)))
+        .iter()
+        .map(|user| render_user(user, &user_location(state, &user.id)))
+        .filter(|resource| filter.matches(resource))
         .collect())
 }
 
