@@ -17,7 +17,7 @@
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{Method, header};
+use axum::http::{Extensions, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use data_encoding::BASE64URL_NOPAD;
@@ -55,12 +55,10 @@ impl FromRequestParts<AppState> for Csrf {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let session = Session::from_request_parts(parts, state)
-            .await
-            .map_err(IntoResponse::into_response)?;
-        let cookies = Cookies::from_request_parts(parts, state)
-            .await
-            .map_err(IntoResponse::into_response)?;
+        let Some((session, cookies)) = session_and_cookies(&parts.extensions) else {
+            let error = anyhow::anyhow!("a form page is served outside the session layer");
+            return Err(AppError::Internal(error).into_response());
+        };
         Ok(Self {
             session,
             cookies,
@@ -87,6 +85,15 @@ impl Csrf {
         self.cookies.add(token_cookie(token.clone(), self.secure));
         Ok(token)
     }
+}
+
+/// Returns the session and the cookie jar that the session layer put in
+/// the request's extensions.
+fn session_and_cookies(extensions: &Extensions) -> Option<(Session, Cookies)> {
+    Some((
+        extensions.get::<Session>()?.clone(),
+        extensions.get::<Cookies>()?.clone(),
+    ))
 }
 
 fn new_token() -> String {
@@ -139,10 +146,7 @@ pub fn submitted_token(body: &[u8]) -> Option<String> {
 /// Middleware that checks the CSRF token of every non-safe request, and
 /// drops the CSRF cookie of a browser that has signed in.
 pub async fn verify(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let (Some(session), Some(cookies)) = (
-        request.extensions().get::<Session>().cloned(),
-        request.extensions().get::<Cookies>().cloned(),
-    ) else {
+    let Some((session, cookies)) = session_and_cookies(request.extensions()) else {
         tracing::error!("CSRF check runs outside the session layer");
         return AppError::CsrfRejected.into_response();
     };
