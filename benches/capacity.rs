@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use sha2::{Digest, Sha256};
-use sqlx::AnyPool;
 use tokio::sync::Mutex;
 use unified_login::db;
+use unified_login::db::DbPool;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_unified-login");
 /// Requests in flight at once.
@@ -271,9 +271,9 @@ fn csrf_token(html: &str) -> String {
 }
 
 /// Inserts `count` users with local accounts and returns their emails.
-async fn load_users(pool: &AnyPool, count: usize) -> Vec<String> {
+async fn load_users(pool: &DbPool, count: usize) -> Vec<String> {
     let mut emails = Vec::with_capacity(count);
-    let mut transaction = pool.begin().await.expect("transaction");
+    let mut transaction = pool.begin_with(None).await.expect("transaction");
     for start in (0..count).step_by(ROWS_PER_INSERT) {
         let end = (start + ROWS_PER_INSERT).min(count);
         let mut sql = String::from(
@@ -301,10 +301,10 @@ async fn load_users(pool: &AnyPool, count: usize) -> Vec<String> {
 }
 
 /// Inserts `count` signed-in sessions and returns their cookie values.
-async fn load_sessions(pool: &AnyPool, count: usize) -> Vec<String> {
+async fn load_sessions(pool: &DbPool, count: usize) -> Vec<String> {
     let expires = time::OffsetDateTime::now_utc() + time::Duration::hours(8);
     let mut cookies = Vec::with_capacity(count);
-    let mut transaction = pool.begin().await.expect("transaction");
+    let mut transaction = pool.begin_with(None).await.expect("transaction");
     for start in (0..count).step_by(ROWS_PER_INSERT) {
         let end = (start + ROWS_PER_INSERT).min(count);
         let mut rows = Vec::new();

@@ -20,10 +20,11 @@ use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use sqlx::{AnyPool, Row};
+use sqlx::Row;
 use tokio::sync::Notify;
 
 use crate::clock::Clock;
+use crate::db::{DbPool, DbTransaction};
 
 /// Sends after this many failures stop; the email stays in the table.
 const MAX_ATTEMPTS: i64 = 8;
@@ -124,7 +125,7 @@ pub struct NewEmail<'a> {
 
 /// Adds an email to the queue inside the caller's transaction.
 pub async fn enqueue(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tx: &mut DbTransaction,
     email: &NewEmail<'_>,
     now: i64,
 ) -> Result<String, sqlx::Error> {
@@ -161,7 +162,7 @@ pub struct EmailStatus {
 
 /// Sends queued emails: over SMTP when configured, else into the outbox folder.
 pub struct Mailer {
-    pool: AnyPool,
+    pool: DbPool,
     config: EmailConfig,
     from: Mailbox,
     smtp: Option<AsyncSmtpTransport<Tokio1Executor>>,
@@ -170,7 +171,7 @@ pub struct Mailer {
 }
 
 impl Mailer {
-    pub fn new(config: &EmailConfig, pool: AnyPool, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+    pub fn new(config: &EmailConfig, pool: DbPool, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         let from = config
             .from
             .parse::<Mailbox>()

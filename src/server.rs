@@ -9,6 +9,7 @@ use axum_server::tls_rustls::RustlsConfig;
 
 use crate::config::Config;
 use crate::connector::saml::settings::IdpSettings;
+use crate::db::DbPool;
 use crate::directory::SamlStore;
 use crate::directory::sql::SqlDirectory;
 use crate::state::AppState;
@@ -161,7 +162,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 /// source of authentication next to `[ldap]`. It runs before the state is
 /// built, so a failed start creates no SP key and writes no log line. The
 /// config check has already rejected a `[saml.idp]` table next to `[ldap]`.
-async fn reject_saved_saml_idp(pool: &sqlx::AnyPool) -> anyhow::Result<()> {
+async fn reject_saved_saml_idp(pool: &DbPool) -> anyhow::Result<()> {
     let Some(json) = SqlDirectory::new(pool.clone()).load_idp_settings().await? else {
         return Ok(());
     };

@@ -9,13 +9,13 @@ use axum::middleware::Next;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sqlx::AnyPool;
 use tower_sessions::cookie::SameSite;
 use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{self, ExpiredDeletion, SessionStore};
 use tower_sessions::{Expiry, Session, SessionManagerLayer};
 
 use crate::config::Config;
+use crate::db::DbPool;
 use crate::error::AppError;
 use crate::state::AppState;
 
@@ -54,11 +54,11 @@ impl SignedIn {
 /// loses none.
 #[derive(Debug, Clone)]
 pub struct DbSessionStore {
-    pool: AnyPool,
+    pool: DbPool,
 }
 
 impl DbSessionStore {
-    pub fn new(pool: AnyPool) -> Self {
+    pub fn new(pool: DbPool) -> Self {
         Self { pool }
     }
 
@@ -165,7 +165,7 @@ impl ExpiredDeletion for DbSessionStore {
 /// Creates the session store in the database and the layer that loads and
 /// saves sessions around each request.
 pub fn layer(
-    pool: AnyPool,
+    pool: DbPool,
     config: &Config,
 ) -> (SessionManagerLayer<DbSessionStore>, DbSessionStore) {
     let store = DbSessionStore::new(pool);

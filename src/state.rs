@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use sqlx::AnyPool;
 use url::Url;
 
 use crate::admin::service::AdminService;
@@ -16,6 +15,7 @@ use crate::connector::oidc::OidcConnector;
 use crate::connector::saml::SamlBroker;
 use crate::credentials::lockout::LockoutPolicy;
 use crate::credentials::password::PasswordHasher;
+use crate::db::DbPool;
 use crate::directory::sql::SqlDirectory;
 use crate::directory::{AuditEvent, AuditLog, FailureStore, SamlStore, UserStore};
 use crate::email::Mailer;
@@ -28,7 +28,7 @@ use crate::web::rate_limit::IpRateLimiter;
 
 #[derive(Clone)]
 pub struct AppState {
-    pub pool: AnyPool,
+    pub pool: DbPool,
     pub alarms: Arc<AlarmBoard>,
     pub config: Arc<Config>,
     pub public_url: Url,
@@ -59,7 +59,7 @@ pub struct AppState {
 impl AppState {
     /// Builds the state and loads the SAML SP key pair, which start-up may
     /// have to create or import into the database.
-    pub async fn new(config: Config, pool: AnyPool) -> anyhow::Result<Self> {
+    pub async fn new(config: Config, pool: DbPool) -> anyhow::Result<Self> {
         let provider_store = Arc::new(SqlProviderStore::new(pool.clone()));
         let directory = Arc::new(SqlDirectory::new(pool.clone()));
         let scim = Arc::new(SqlScimStore::new(pool.clone()));

@@ -10,11 +10,12 @@ use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use sqlx::{AnyPool, Row};
+use sqlx::Row;
 use url::Url;
 
 use crate::clock::Clock;
 use crate::credentials::password::{PasswordHasher, check_strength};
+use crate::db::{DbPool, DbTransaction};
 use crate::directory::{User, UserStore, identifier_key};
 use crate::email::{self, Mailer, NewEmail};
 use crate::provider::tokens::{random_token, token_digest};
@@ -86,7 +87,7 @@ pub struct ClAuthContext {
 }
 
 pub struct AdminService {
-    pool: AnyPool,
+    pool: DbPool,
     users: Arc<dyn UserStore>,
     passwords: PasswordHasher,
     mailer: Arc<Mailer>,
@@ -96,7 +97,7 @@ pub struct AdminService {
 
 impl AdminService {
     pub fn new(
-        pool: AnyPool,
+        pool: DbPool,
         users: Arc<dyn UserStore>,
         passwords: PasswordHasher,
         mailer: Arc<Mailer>,
@@ -411,7 +412,7 @@ impl AdminService {
 
     async fn queue_setup_email(
         &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        tx: &mut DbTransaction,
         user: &User,
         now: i64,
     ) -> anyhow::Result<()> {
@@ -600,7 +601,7 @@ pub struct AuditRecord {
 }
 
 async fn audit(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tx: &mut DbTransaction,
     kind: &str,
     user: Option<&User>,
     detail: &str,

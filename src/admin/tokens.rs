@@ -2,8 +2,9 @@
 //! each token once; the database keeps only its SHA-256 digest.
 
 use serde::Serialize;
-use sqlx::{AnyPool, Row};
+use sqlx::Row;
 
+use crate::db::DbPool;
 use crate::provider::tokens::{random_token, token_digest};
 
 /// Prefix that makes admin tokens recognisable in a secret scanner's report.
@@ -19,7 +20,7 @@ pub struct AdminToken {
 }
 
 /// Creates a token named `name` and returns the token itself.
-pub async fn create(pool: &AnyPool, name: &str, now: i64) -> anyhow::Result<String> {
+pub async fn create(pool: &DbPool, name: &str, now: i64) -> anyhow::Result<String> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 100 {
         anyhow::bail!("the token name must have 1 to 100 characters");
@@ -47,7 +48,7 @@ pub async fn create(pool: &AnyPool, name: &str, now: i64) -> anyhow::Result<Stri
     Ok(token)
 }
 
-pub async fn list(pool: &AnyPool) -> anyhow::Result<Vec<AdminToken>> {
+pub async fn list(pool: &DbPool) -> anyhow::Result<Vec<AdminToken>> {
     let rows = sqlx::query("SELECT id, name, created_at, last_used_at, revoked_at FROM admin_tokens ORDER BY created_at, name")
         .fetch_all(pool)
         .await?;
@@ -65,7 +66,7 @@ pub async fn list(pool: &AnyPool) -> anyhow::Result<Vec<AdminToken>> {
 }
 
 /// Revokes the active token named `name`; returns whether one existed.
-pub async fn revoke(pool: &AnyPool, name: &str, now: i64) -> anyhow::Result<bool> {
+pub async fn revoke(pool: &DbPool, name: &str, now: i64) -> anyhow::Result<bool> {
     let result = sqlx::query(
         "UPDATE admin_tokens SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL",
     )
@@ -78,7 +79,7 @@ pub async fn revoke(pool: &AnyPool, name: &str, now: i64) -> anyhow::Result<bool
 
 /// Returns the name of the active token `token`, recording its use. The
 /// look-up is by digest, so timing reveals nothing about the token itself.
-pub async fn authenticate(pool: &AnyPool, token: &str, now: i64) -> anyhow::Result<Option<String>> {
+pub async fn authenticate(pool: &DbPool, token: &str, now: i64) -> anyhow::Result<Option<String>> {
     let name: Option<String> = sqlx::query_scalar(
         "UPDATE admin_tokens SET last_used_at = $1 WHERE token_hash = $2 AND revoked_at IS NULL RETURNING name",
     )

@@ -11,6 +11,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::credentials::password::PasswordHasher;
 use crate::db;
+use crate::db::DbPool;
 use crate::directory::sql::SqlDirectory;
 use crate::email::Mailer;
 
@@ -118,7 +119,7 @@ pub(super) async fn open_service(config: &Config) -> anyhow::Result<AdminService
     ))
 }
 
-async fn set_role(pool: &sqlx::AnyPool, command: RoleCommand, now: i64) -> anyhow::Result<()> {
+async fn set_role(pool: &DbPool, command: RoleCommand, now: i64) -> anyhow::Result<()> {
     let (identifier, grant) = match &command {
         RoleCommand::Grant { user } => (user, true),
         RoleCommand::Revoke { user } => (user, false),

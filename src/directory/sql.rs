@@ -2,21 +2,22 @@
 
 use crate::db;
 use async_trait::async_trait;
+use sqlx::Row;
 use sqlx::any::AnyRow;
-use sqlx::{AnyPool, Row};
 
 use super::{
     AuditEvent, AuditLog, DirectoryError, FailureRecord, FailureStore, NewUser, PendingSamlRequest,
     SamlStore, StoredSpKeyPair, User, UserCount, UserStore, identifier_key,
 };
+use crate::db::DbPool;
 
 #[derive(Clone)]
 pub struct SqlDirectory {
-    pool: AnyPool,
+    pool: DbPool,
 }
 
 impl SqlDirectory {
-    pub fn new(pool: AnyPool) -> Self {
+    pub fn new(pool: DbPool) -> Self {
         Self { pool }
     }
 }

@@ -6,9 +6,10 @@
 //! on different broker instances sharing the database.
 
 use async_trait::async_trait;
+use sqlx::Row;
 use sqlx::any::AnyRow;
-use sqlx::{AnyPool, Row};
 
+use crate::db::{DbPool, DbTransaction};
 use crate::directory::DirectoryError;
 
 /// A private signing key as stored.
@@ -136,11 +137,11 @@ pub trait ProviderStore: Send + Sync {
 
 #[derive(Clone)]
 pub struct SqlProviderStore {
-    pool: AnyPool,
+    pool: DbPool,
 }
 
 impl SqlProviderStore {
-    pub fn new(pool: AnyPool) -> Self {
+    pub fn new(pool: DbPool) -> Self {
         Self { pool }
     }
 }
@@ -419,10 +420,7 @@ impl ProviderStore for SqlProviderStore {
     }
 }
 
-async fn insert_key(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    key: &StoredKey,
-) -> Result<(), sqlx::Error> {
+async fn insert_key(tx: &mut DbTransaction, key: &StoredKey) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO signing_keys (kid, algorithm, private_key_pem, created_at, retired_at) \
          VALUES ($1, $2, $3, $4, $5)",

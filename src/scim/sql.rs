@@ -2,22 +2,23 @@
 
 use async_trait::async_trait;
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, AnyPool, Row};
+use sqlx::{AnyConnection, Row};
 
 use super::resources::{StoredUser, UserRecord};
 use super::store::{
     Commit, CommitError, DetainedEntry, NewDetained, Operation, ScimStore, Settings, UserWrite,
 };
 use crate::db;
+use crate::db::{DbPool, DbTransaction};
 use crate::directory::{AuditEvent, DirectoryError, identifier_key};
 
 #[derive(Clone)]
 pub struct SqlScimStore {
-    pool: AnyPool,
+    pool: DbPool,
 }
 
 impl SqlScimStore {
-    pub fn new(pool: AnyPool) -> Self {
+    pub fn new(pool: DbPool) -> Self {
         Self { pool }
     }
 }
@@ -252,9 +253,7 @@ impl SqlScimStore {
     /// Starts a transaction that runs alone (see `db::begin_exclusive`):
     /// provisioning checks uniqueness before it writes, and the IdP sends
     /// concurrent requests.
-    async fn write_transaction(
-        &self,
-    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+    async fn write_transaction(&self) -> Result<DbTransaction, sqlx::Error> {
         db::begin_exclusive(&self.pool).await
     }
 

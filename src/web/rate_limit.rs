@@ -13,16 +13,16 @@ use axum::extract::{Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use sqlx::AnyPool;
 
 use crate::config::RateLimitConfig;
+use crate::db::DbPool;
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::web::client_address::ClientAddress;
 
 #[derive(Clone)]
 pub struct IpRateLimiter {
-    pool: AnyPool,
+    pool: DbPool,
     /// Milliseconds one request adds to the TAT (a minute over the rate).
     emission_ms: i64,
     /// How far ahead of now the TAT may run: the burst.
@@ -30,7 +30,7 @@ pub struct IpRateLimiter {
 }
 
 impl IpRateLimiter {
-    pub fn new(config: &RateLimitConfig, pool: AnyPool) -> Self {
+    pub fn new(config: &RateLimitConfig, pool: DbPool) -> Self {
         let emission_ms = (60_000 / i64::from(config.per_ip_per_minute.max(1))).max(1);
         Self {
             pool,

@@ -5,16 +5,20 @@
 //! hold one pool type and write their SQL once: `$1`-style placeholders,
 //! integer flags and Unix-second timestamps, which both engines read alike.
 
+mod pool;
+
+pub use pool::{DbConnection, DbPool, DbTransaction};
+
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
+use sqlx::Executor;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::{Migrate, Migrator};
 use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{Any, AnyPool, Connection, Executor, Transaction};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -37,13 +41,9 @@ impl Engine {
         }
     }
 
-    /// Returns the engine behind `pool`, read from the URL it was opened with.
-    pub fn of(pool: &AnyPool) -> Self {
-        let options = pool.connect_options();
-        match options.database_url.scheme() {
-            "postgres" | "postgresql" => Self::Postgres,
-            _ => Self::Sqlite,
-        }
+    /// Returns the engine behind `pool`.
+    pub fn of(pool: &DbPool) -> Self {
+        pool.engine()
     }
 
     /// Connections an instance keeps unless the configuration sets
@@ -126,7 +126,7 @@ impl SchemaStatus {
 
 /// Opens the database, retrying while it is unreachable, then checks the
 /// schema and applies or rejects pending migrations as `config` sets.
-pub async fn connect(url: &str, config: &DatabaseConfig) -> anyhow::Result<AnyPool> {
+pub async fn connect(url: &str, config: &DatabaseConfig) -> anyhow::Result<DbPool> {
     let pool = open_with_retry(url, config).await?;
     match config.migrations {
         MigrationMode::Apply => migrate(&pool).await?,
@@ -149,11 +149,11 @@ pub async fn connect(url: &str, config: &DatabaseConfig) -> anyhow::Result<AnyPo
 
 /// Opens the database at `url` with default settings and applies pending
 /// migrations, for tools and tests that need no retries.
-pub async fn connect_default(url: &str) -> anyhow::Result<AnyPool> {
+pub async fn connect_default(url: &str) -> anyhow::Result<DbPool> {
     connect(url, &DatabaseConfig::default()).await
 }
 
-async fn open_with_retry(url: &str, config: &DatabaseConfig) -> anyhow::Result<AnyPool> {
+async fn open_with_retry(url: &str, config: &DatabaseConfig) -> anyhow::Result<DbPool> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(config.connect_retry_seconds);
     let mut delay = Duration::from_millis(250);
     let mut attempt = 1u32;
@@ -190,57 +190,50 @@ fn is_unreachable(error: &anyhow::Error) -> bool {
 }
 
 /// Opens a pool without touching the schema.
-pub async fn open(url: &str, config: &DatabaseConfig) -> anyhow::Result<AnyPool> {
+pub async fn open(url: &str, config: &DatabaseConfig) -> anyhow::Result<DbPool> {
     sqlx::any::install_default_drivers();
     let engine = Engine::from_url(url)?;
-    let mut pool_options = AnyPoolOptions::new()
-        .max_connections(
-            config
-                .max_connections
-                .unwrap_or(engine.default_connections())
-                .max(1),
-        )
-        .acquire_timeout(Duration::from_secs(config.acquire_timeout_seconds.max(1)));
-    match engine {
+    let max_connections = config
+        .max_connections
+        .unwrap_or(engine.default_connections())
+        .max(1);
+    let acquire_timeout = Duration::from_secs(config.acquire_timeout_seconds.max(1));
+    let options = AnyConnectOptions::from_str(url)
+        .with_context(|| format!("invalid database_url '{}'", redact(url)))?;
+    let opened = match engine {
         Engine::Sqlite => {
             let sqlite = SqliteConnectOptions::from_str(url)
                 .with_context(|| format!("invalid database_url '{url}'"))?;
             // An in-memory database exists once per connection, so it must not be pooled.
             let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-            // A connection to an embedded database cannot drop like a
-            // socket, so pinging it before each use only costs a round trip
-            // to its worker thread.
-            pool_options = pool_options.test_before_acquire(false);
-            if in_memory {
-                pool_options = pool_options.max_connections(1);
+            let size = if in_memory {
+                1
             } else {
                 prepare_sqlite_file(Path::new(sqlite.get_filename()))?;
-            }
-            pool_options = pool_options.after_connect(|connection, _| {
-                Box::pin(async move {
-                    connection
-                        .execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
-                        .await?;
-                    Ok(())
-                })
-            });
+                max_connections
+            };
+            DbPool::embedded(options, size as usize, acquire_timeout).await
         }
         Engine::Postgres => {
             let milliseconds = config.statement_timeout_seconds.max(1) * 1000;
-            pool_options = pool_options.after_connect(move |connection, _| {
-                Box::pin(async move {
-                    connection
-                        .execute(format!("SET statement_timeout = {milliseconds}").as_str())
-                        .await?;
-                    Ok(())
+            AnyPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(acquire_timeout)
+                .after_connect(move |connection, _| {
+                    Box::pin(async move {
+                        connection
+                            .execute(format!("SET statement_timeout = {milliseconds}").as_str())
+                            .await?;
+                        Ok(())
+                    })
                 })
-            });
+                .connect_with(options)
+                .await
+                .map(DbPool::server)
         }
-    }
-    let options = AnyConnectOptions::from_str(url)
-        .with_context(|| format!("invalid database_url '{}'", redact(url)))?;
+    };
     let timeout = config.acquire_timeout_seconds.max(1);
-    pool_options.connect_with(options).await.map_err(|error| {
+    opened.map_err(|error| {
         let reason = match &error {
             sqlx::Error::PoolTimedOut => format!(
                 "no connection within {timeout} s; check that the server runs and accepts \
@@ -255,16 +248,17 @@ pub async fn open(url: &str, config: &DatabaseConfig) -> anyhow::Result<AnyPool>
 /// Applies pending migrations. Fails with a clear message when the database
 /// has migrations this binary does not know, which means a newer version
 /// already upgraded it.
-pub async fn migrate(pool: &AnyPool) -> anyhow::Result<()> {
+pub async fn migrate(pool: &DbPool) -> anyhow::Result<()> {
     with_schema_lock(pool, migrate_locked(pool)).await
 }
 
-async fn migrate_locked(pool: &AnyPool) -> anyhow::Result<()> {
+async fn migrate_locked(pool: &DbPool) -> anyhow::Result<()> {
     let status = schema_status_locked(pool).await?;
     let engine = Engine::of(pool);
+    let mut connection = pool.acquire().await.context("cannot reach the database")?;
     engine
         .migrator()
-        .run(pool)
+        .run(&mut *connection)
         .await
         .map_err(|error| match error {
             sqlx::migrate::MigrateError::VersionMissing(version) => anyhow::anyhow!(
@@ -289,7 +283,7 @@ async fn migrate_locked(pool: &AnyPool) -> anyhow::Result<()> {
 }
 
 /// Reads which migrations the database has.
-pub async fn schema_status(pool: &AnyPool) -> anyhow::Result<SchemaStatus> {
+pub async fn schema_status(pool: &DbPool) -> anyhow::Result<SchemaStatus> {
     with_schema_lock(pool, schema_status_locked(pool)).await
 }
 
@@ -300,7 +294,7 @@ pub async fn schema_status(pool: &AnyPool) -> anyhow::Result<SchemaStatus> {
 /// SQLite needs no lock here, because several instances share a database
 /// only on PostgreSQL.
 async fn with_schema_lock<T>(
-    pool: &AnyPool,
+    pool: &DbPool,
     work: impl std::future::Future<Output = anyhow::Result<T>>,
 ) -> anyhow::Result<T> {
     if Engine::of(pool) != Engine::Postgres {
@@ -315,13 +309,13 @@ async fn with_schema_lock<T>(
     let result = work.await;
     // A session-level lock lasts as long as its connection, so closing the
     // connection releases it on every path, errors included.
-    if let Err(error) = holder.detach().close().await {
+    if let Err(error) = holder.close().await {
         tracing::warn!(%error, "closing the schema-lock connection failed");
     }
     result
 }
 
-async fn schema_status_locked(pool: &AnyPool) -> anyhow::Result<SchemaStatus> {
+async fn schema_status_locked(pool: &DbPool) -> anyhow::Result<SchemaStatus> {
     let migrator = Engine::of(pool).migrator();
     let mut connection = pool.acquire().await.context("cannot reach the database")?;
     connection
@@ -387,10 +381,10 @@ async fn schema_status_locked(pool: &AnyPool) -> anyhow::Result<SchemaStatus> {
 /// SQLITE_BUSY, which the busy timeout does not retry, when another
 /// connection commits between its read and its write. PostgreSQL locks rows
 /// as they are written, so a plain transaction does.
-pub async fn begin_write(pool: &AnyPool) -> Result<Transaction<'static, Any>, sqlx::Error> {
+pub async fn begin_write(pool: &DbPool) -> Result<DbTransaction, sqlx::Error> {
     match Engine::of(pool) {
-        Engine::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
-        Engine::Postgres => pool.begin().await,
+        Engine::Sqlite => pool.begin_with(Some("BEGIN IMMEDIATE")).await,
+        Engine::Postgres => pool.begin_with(None).await,
     }
 }
 
@@ -398,11 +392,11 @@ pub async fn begin_write(pool: &AnyPool) -> Result<Transaction<'static, Any>, sq
 /// ID, an empty key table) and then writes what depends on it. SQLite has one
 /// writer at a time anyway. PostgreSQL takes one database-wide advisory
 /// lock, so these transactions run one at a time on every instance.
-pub async fn begin_exclusive(pool: &AnyPool) -> Result<Transaction<'static, Any>, sqlx::Error> {
+pub async fn begin_exclusive(pool: &DbPool) -> Result<DbTransaction, sqlx::Error> {
     match Engine::of(pool) {
-        Engine::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
+        Engine::Sqlite => pool.begin_with(Some("BEGIN IMMEDIATE")).await,
         Engine::Postgres => {
-            let mut transaction = pool.begin().await?;
+            let mut transaction = pool.begin_with(None).await?;
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
                 .bind(EXCLUSIVE_LOCK_KEY)
                 .execute(&mut *transaction)
@@ -428,7 +422,8 @@ pub fn flag(row: &sqlx::any::AnyRow, column: &str) -> Result<bool, sqlx::Error> 
 }
 
 /// Checks that the database responds, for the readiness probe.
-pub async fn ping(pool: &AnyPool) -> Result<(), sqlx::Error> {
+pub async fn ping(pool: &DbPool) -> Result<(), sqlx::Error> {
+    use sqlx::Connection as _;
     let mut connection = pool.acquire().await?;
     connection.ping().await
 }
@@ -481,14 +476,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("pool.db").display());
         let pool = open(&url, &DatabaseConfig::default()).await.unwrap();
-        assert_eq!(pool.options().get_max_connections(), 4);
-        assert!(!pool.options().get_test_before_acquire());
+        assert_eq!(pool.max_connections(), 4);
         let configured = DatabaseConfig {
             max_connections: Some(5),
             ..DatabaseConfig::default()
         };
         let pool = open(&url, &configured).await.unwrap();
-        assert_eq!(pool.options().get_max_connections(), 5);
+        assert_eq!(pool.max_connections(), 5);
     }
 
     #[test]
