@@ -26,8 +26,20 @@ use crate::scim::store::ScimStore;
 use crate::web::client_address::TrustedProxies;
 use crate::web::rate_limit::IpRateLimiter;
 
+/// Cloned into every layer and handler of every request, so it is one
+/// reference count: the parts behind it are shared, never copied.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub pool: DbPool,
     pub alarms: Arc<AlarmBoard>,
     pub config: Arc<Config>,
@@ -91,7 +103,7 @@ impl AppState {
             clock.clone(),
             public_url.clone(),
         );
-        Ok(Self {
+        Ok(Self(Arc::new(Shared {
             alarms,
             pool: pool.clone(),
             mailer,
@@ -116,7 +128,7 @@ impl AppState {
             trusted_proxies: Arc::new(TrustedProxies::parse(&config.network.trusted_proxies)?),
             clock,
             config: Arc::new(config),
-        })
+        })))
     }
 
     /// Appends to the audit log. A failure to write is logged, not returned,
