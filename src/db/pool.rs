@@ -148,12 +148,32 @@ impl managed::Manager for SqliteConnections {
         Ok(connection)
     }
 
+    /// Hands the connection out again without a round trip, unless sqlx
+    /// still counts an open transaction on it. That happens when SQLite
+    /// ended a transaction itself (after `OR ROLLBACK`, a full disk or an
+    /// I/O error): the rollback queued on drop then fails, and every later
+    /// `BEGIN` on the connection would fail with it.
     async fn recycle(
         &self,
-        _connection: &mut AnyConnection,
+        connection: &mut AnyConnection,
         _metrics: &Metrics,
     ) -> RecycleResult<sqlx::Error> {
-        Ok(())
+        let depth = <Any as Database>::TransactionManager::get_transaction_depth;
+        if depth(connection) == 0 {
+            return Ok(());
+        }
+        // The ping waits for the queued rollback to run.
+        connection.ping().await?;
+        if depth(connection) == 0 {
+            return Ok(());
+        }
+        tracing::warn!(
+            transaction_depth = depth(connection),
+            "dropping a SQLite connection that is stuck in a transaction"
+        );
+        Err(managed::RecycleError::message(
+            "connection still in a transaction after its rollback",
+        ))
     }
 }
 
@@ -321,5 +341,252 @@ impl<'p> Executor<'p> for &'p DbPool {
         'p: 'e,
     {
         Box::pin(async move { self.acquire().await?.describe(sql).await })
+    }
+}
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::path::Path;
+    use std::task::Poll;
+
+    use futures_util::StreamExt as _;
+
+    use super::{DbPool, DbTransaction};
+    use crate::db::{DatabaseConfig, begin_write, open};
+
+    const INSERT: &str = "INSERT INTO items (name) VALUES ($1)";
+
+    /// Opens a pool of one connection, so that each request gets the
+    /// connection the previous request left behind.
+    async fn open_single(path: &Path) -> DbPool {
+        let config = DatabaseConfig {
+            max_connections: Some(1),
+            acquire_timeout_seconds: 1,
+            ..DatabaseConfig::default()
+        };
+        let url = format!("sqlite://{}", path.display());
+        open(&url, &config).await.unwrap()
+    }
+
+    /// Returns the pool under test and an observer pool on the same file,
+    /// which reads only committed rows.
+    async fn open_pair() -> (tempfile::TempDir, DbPool, DbPool) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pool.db");
+        let pool = open_single(&path).await;
+        sqlx::query("CREATE TABLE items (name TEXT NOT NULL)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let observer = open_single(&path).await;
+        (dir, pool, observer)
+    }
+
+    async fn insert(transaction: &mut DbTransaction, name: &str) {
+        sqlx::query(INSERT)
+            .bind(name)
+            .execute(&mut **transaction)
+            .await
+            .unwrap();
+    }
+
+    async fn count(pool: &DbPool, name: &str) -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM items WHERE name = $1")
+            .bind(name)
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    }
+
+    /// Polls `future` at most `polls` times, yielding in between so that the
+    /// connection's worker thread gets ahead, then drops it unless it
+    /// finished. Which await point the drop hits varies from run to run, so
+    /// callers check only what must hold at every point.
+    async fn poll_then_drop<F: Future>(future: F, polls: usize) -> Option<F::Output> {
+        let mut future = std::pin::pin!(future);
+        for _ in 0..polls {
+            let poll =
+                std::future::poll_fn(|context| Poll::Ready(future.as_mut().poll(context))).await;
+            if let Poll::Ready(output) = poll {
+                return Some(output);
+            }
+            tokio::task::yield_now().await;
+        }
+        None
+    }
+
+    /// Checks that the pool's only connection is outside any transaction:
+    /// it returns 1 for `SELECT 1`, starts `BEGIN IMMEDIATE`, and commits a
+    /// row named `name` that the observer reads.
+    async fn assert_connection_is_clean(pool: &DbPool, observer: &DbPool, name: &str) {
+        let selected: i64 = sqlx::query_scalar("SELECT 1")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(selected, 1);
+        let mut transaction = begin_write(pool)
+            .await
+            .expect("BEGIN IMMEDIATE on the reused connection");
+        insert(&mut transaction, name).await;
+        transaction.commit().await.unwrap();
+        assert_eq!(count(observer, name).await, 1, "row {name} is committed");
+    }
+
+    #[tokio::test]
+    async fn begin_cancelled_leaves_no_transaction() {
+        let (_dir, pool, observer) = open_pair().await;
+        for polls in 0..12 {
+            let cancelled = format!("cancelled {polls}");
+            if let Some(result) = poll_then_drop(begin_write(&pool), polls).await {
+                let mut transaction = result.unwrap();
+                insert(&mut transaction, &cancelled).await;
+                drop(transaction);
+            }
+
+            assert_connection_is_clean(&pool, &observer, &format!("committed {polls}")).await;
+            assert_eq!(count(&pool, &cancelled).await, 0);
+            assert_eq!(count(&observer, &cancelled).await, 0);
+        }
+    }
+
+    #[tokio::test]
+    async fn statement_cancelled_in_transaction_rolls_back() {
+        let (_dir, pool, observer) = open_pair().await;
+        for polls in 0..8 {
+            let mut transaction = begin_write(&pool).await.unwrap();
+            insert(&mut transaction, "first").await;
+            let second = sqlx::query(INSERT)
+                .bind("second")
+                .execute(&mut *transaction);
+            poll_then_drop(second, polls).await;
+            drop(transaction);
+
+            for name in ["first", "second"] {
+                assert_eq!(count(&pool, name).await, 0, "{name} after {polls} polls");
+                assert_eq!(
+                    count(&observer, name).await,
+                    0,
+                    "{name} after {polls} polls"
+                );
+            }
+            assert_connection_is_clean(&pool, &observer, &format!("committed {polls}")).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn stream_dropped_in_transaction_rolls_back() {
+        let (_dir, pool, observer) = open_pair().await;
+        let mut transaction = begin_write(&pool).await.unwrap();
+        for _ in 0..500 {
+            insert(&mut transaction, "bulk").await;
+        }
+        transaction.commit().await.unwrap();
+
+        let mut transaction = begin_write(&pool).await.unwrap();
+        insert(&mut transaction, "uncommitted").await;
+        {
+            let mut rows = sqlx::query("SELECT name FROM items").fetch(&mut *transaction);
+            rows.next().await.unwrap().unwrap();
+        }
+        drop(transaction);
+
+        assert_eq!(count(&pool, "uncommitted").await, 0);
+        assert_eq!(count(&observer, "uncommitted").await, 0);
+        assert_connection_is_clean(&pool, &observer, "committed").await;
+    }
+
+    #[tokio::test]
+    async fn acquire_times_out_when_exhausted() {
+        let (_dir, pool, _observer) = open_pair().await;
+        let checked_out = pool.acquire().await.unwrap();
+
+        let acquired = pool.acquire().await;
+        assert!(
+            matches!(acquired, Err(sqlx::Error::PoolTimedOut)),
+            "acquire: {:?}",
+            acquired.err()
+        );
+        let executed = sqlx::query("SELECT 1").execute(&pool).await;
+        assert!(
+            matches!(executed, Err(sqlx::Error::PoolTimedOut)),
+            "execute: {executed:?}"
+        );
+        let begun = begin_write(&pool).await;
+        assert!(
+            matches!(begun, Err(sqlx::Error::PoolTimedOut)),
+            "begin: {:?}",
+            begun.err()
+        );
+
+        drop(checked_out);
+        pool.acquire()
+            .await
+            .expect("acquire after the connection is back");
+    }
+
+    #[tokio::test]
+    async fn executor_returns_statement_errors() {
+        let (_dir, pool, _observer) = open_pair().await;
+        let missing = "SELECT name FROM missing";
+
+        let executed = sqlx::query(missing).execute(&pool).await;
+        assert!(
+            matches!(executed, Err(sqlx::Error::Database(_))),
+            "{executed:?}"
+        );
+        let all = sqlx::query(missing).fetch_all(&pool).await;
+        assert!(
+            matches!(all, Err(sqlx::Error::Database(_))),
+            "{:?}",
+            all.err()
+        );
+        let optional = sqlx::query(missing).fetch_optional(&pool).await;
+        assert!(
+            matches!(optional, Err(sqlx::Error::Database(_))),
+            "{:?}",
+            optional.err()
+        );
+        let first = sqlx::query(missing).fetch(&pool).next().await;
+        assert!(
+            matches!(first, Some(Err(sqlx::Error::Database(_)))),
+            "{:?}",
+            first.map(Result::err)
+        );
+        let described = sqlx::Executor::describe(&pool, missing).await;
+        assert!(described.is_err());
+
+        let described = sqlx::Executor::describe(&pool, "SELECT name FROM items")
+            .await
+            .unwrap();
+        assert_eq!(described.columns().len(), 1);
+        let selected: i64 = sqlx::query_scalar("SELECT 1")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(selected, 1);
+    }
+
+    /// SQLite ends the transaction itself on some errors, such as a conflict
+    /// under `OR ROLLBACK`, SQLITE_FULL or SQLITE_IOERR. The ROLLBACK queued
+    /// on drop then fails, and sqlx still counts one open transaction on the
+    /// connection.
+    #[tokio::test]
+    async fn connection_recovers_after_implicit_rollback() {
+        let (_dir, pool, observer) = open_pair().await;
+        sqlx::query("CREATE UNIQUE INDEX items_name ON items (name)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let mut transaction = begin_write(&pool).await.unwrap();
+        insert(&mut transaction, "taken").await;
+        let conflict = sqlx::query("INSERT OR ROLLBACK INTO items (name) VALUES ('taken')")
+            .execute(&mut *transaction)
+            .await;
+        assert!(conflict.is_err());
+        drop(transaction);
+
+        for attempt in 0..3 {
+            assert_connection_is_clean(&pool, &observer, &format!("committed {attempt}")).await;
+        }
     }
 }
