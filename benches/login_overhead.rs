@@ -21,10 +21,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use argon2::{Algorithm, Argon2, Block, Params, Version};
-use reqwest::StatusCode;
 use tokio::task::JoinSet;
 
-use support::broker::{Argon2Settings, Broker, CookieJar, csrf_token, http_client, send};
+use support::broker::{Argon2Settings, Broker, CookieJar, http_client, steps};
 use support::cpu::{clock_ticks_per_second, process_ticks, thread_ticks};
 
 const USERS: usize = 16;
@@ -159,33 +158,30 @@ async fn measure(broker: &Broker, seconds: u64, load: Load) -> Run {
         let (http, base_url) = (http.clone(), broker.base_url.clone());
         let (stop, done) = (stop.clone(), done.clone());
         workers.spawn(async move {
+            let login_id = format!("user{:03}", worker % USERS);
+            // One sign-in that stays at the password step, for the loads
+            // that repeat a request of that step.
+            let mut jar = CookieJar::default();
+            let mut token = String::new();
+            if matches!(load, Load::Identify | Load::PasswordPage) {
+                token = steps::login_page(&http, &base_url, &mut jar).await;
+                steps::identify(&http, &base_url, &mut jar, &token, &login_id).await;
+            }
             let mut user = worker;
-            let mut sign_in = None;
             while !stop.load(Ordering::Relaxed) {
                 match load {
-                    Load::Logins => password_login(&http, &base_url, user % USERS).await,
-                    Load::LoginPage => {
-                        let page = send(
-                            &mut CookieJar::default(),
-                            http.get(format!("{base_url}/login")),
-                        )
-                        .await;
-                        assert_eq!(page.status, StatusCode::OK, "GET /login");
+                    Load::Logins => {
+                        let login_id = format!("user{:03}", user % USERS);
+                        steps::password_login(&http, &base_url, &login_id, PASSWORD).await;
                     }
-                    Load::Identify | Load::PasswordPage => {
-                        if sign_in.is_none() {
-                            sign_in = Some(
-                                identify(&http, &base_url, CookieJar::default(), worker, None)
-                                    .await,
-                            );
-                        }
-                        let (jar, token) = sign_in.take().expect("sign-in under way");
-                        sign_in = Some(match load {
-                            Load::Identify => {
-                                identify(&http, &base_url, jar, worker, Some(token)).await
-                            }
-                            _ => password_page(&http, &base_url, jar).await,
-                        });
+                    Load::LoginPage => {
+                        steps::login_page(&http, &base_url, &mut CookieJar::default()).await;
+                    }
+                    Load::Identify => {
+                        steps::identify(&http, &base_url, &mut jar, &token, &login_id).await;
+                    }
+                    Load::PasswordPage => {
+                        steps::password_page(&http, &base_url, &mut jar).await;
                     }
                 }
                 done.fetch_add(1, Ordering::Relaxed);
@@ -239,70 +235,4 @@ fn context_switches(pid: u32) -> u64 {
                 .collect::<Vec<_>>()
         })
         .sum()
-}
-
-/// Posts the identifier form, first fetching the login page when there is
-/// no token yet, and returns the cookies and the token for the next step.
-async fn identify(
-    http: &reqwest::Client,
-    base_url: &str,
-    mut jar: CookieJar,
-    user: usize,
-    token: Option<String>,
-) -> (CookieJar, String) {
-    let token = match token {
-        Some(token) => token,
-        None => csrf_token(
-            &send(&mut jar, http.get(format!("{base_url}/login")))
-                .await
-                .body,
-        ),
-    };
-    let login_id = format!("user{:03}", user % USERS);
-    let identified = send(
-        &mut jar,
-        http.post(format!("{base_url}/login")).form(&[
-            ("csrf_token", token.as_str()),
-            ("identifier", login_id.as_str()),
-        ]),
-    )
-    .await;
-    assert_eq!(
-        identified.location, "/login/password",
-        "POST /login: {}",
-        identified.body
-    );
-    (jar, token)
-}
-
-async fn password_page(
-    http: &reqwest::Client,
-    base_url: &str,
-    mut jar: CookieJar,
-) -> (CookieJar, String) {
-    let form = send(&mut jar, http.get(format!("{base_url}/login/password"))).await;
-    assert_eq!(
-        form.status,
-        StatusCode::OK,
-        "GET /login/password: {}",
-        form.body
-    );
-    let token = csrf_token(&form.body);
-    (jar, token)
-}
-
-async fn password_login(http: &reqwest::Client, base_url: &str, user: usize) {
-    let (jar, _) = identify(http, base_url, CookieJar::default(), user, None).await;
-    let (mut jar, token) = password_page(http, base_url, jar).await;
-    let signed_in = send(
-        &mut jar,
-        http.post(format!("{base_url}/login/password"))
-            .form(&[("csrf_token", token.as_str()), ("password", PASSWORD)]),
-    )
-    .await;
-    assert_eq!(
-        signed_in.location, "/account",
-        "POST /login/password: {}",
-        signed_in.body
-    );
 }

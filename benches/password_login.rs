@@ -31,7 +31,7 @@ use argon2::{Algorithm, Argon2, Block, Params, Version};
 use reqwest::StatusCode;
 use tokio::task::JoinSet;
 
-use support::broker::{Argon2Settings, Broker, CookieJar, csrf_token, http_client, send};
+use support::broker::{Argon2Settings, Broker, http_client, steps};
 use support::cpu::{Snapshot, Usage};
 use support::stats::{Latencies, millis};
 use support::wrk;
@@ -416,48 +416,7 @@ async fn probe_login_page(
 
 /// Signs in user `user` with the password and returns the login's latency.
 async fn password_login(http: &reqwest::Client, base_url: &str, user: usize) -> Duration {
-    let mut jar = CookieJar::default();
-    let login_id = format!("user{user:03}");
     let started = Instant::now();
-    let page = send(&mut jar, http.get(format!("{base_url}/login"))).await;
-    assert_eq!(page.status, StatusCode::OK, "GET /login: {}", page.body);
-    let token = csrf_token(&page.body);
-    let identified = send(
-        &mut jar,
-        http.post(format!("{base_url}/login")).form(&[
-            ("csrf_token", token.as_str()),
-            ("identifier", login_id.as_str()),
-        ]),
-    )
-    .await;
-    assert_eq!(
-        identified.location, "/login/password",
-        "POST /login: {}",
-        identified.body
-    );
-    let form = send(&mut jar, http.get(format!("{base_url}/login/password"))).await;
-    assert_eq!(
-        form.status,
-        StatusCode::OK,
-        "GET /login/password: {}",
-        form.body
-    );
-    let token = csrf_token(&form.body);
-    let signed_in = send(
-        &mut jar,
-        http.post(format!("{base_url}/login/password"))
-            .form(&[("csrf_token", token.as_str()), ("password", PASSWORD)]),
-    )
-    .await;
-    assert_eq!(
-        signed_in.status,
-        StatusCode::SEE_OTHER,
-        "POST /login/password: {}",
-        signed_in.body
-    );
-    assert_eq!(
-        signed_in.location, "/account",
-        "password login redirected elsewhere"
-    );
+    steps::password_login(http, base_url, &format!("user{user:03}"), PASSWORD).await;
     started.elapsed()
 }

@@ -287,3 +287,96 @@ pub fn http_client(connections: usize) -> reqwest::Client {
         .build()
         .expect("HTTP client")
 }
+
+/// The steps of a password login as a browser takes them, each checked
+/// against the response the broker sends when the login goes well.
+pub mod steps {
+    use super::{CookieJar, csrf_token, send};
+    use reqwest::StatusCode;
+
+    /// Requests the login page and returns its CSRF token.
+    pub async fn login_page(http: &reqwest::Client, base_url: &str, jar: &mut CookieJar) -> String {
+        let page = send(jar, http.get(format!("{base_url}/login"))).await;
+        assert_eq!(page.status, StatusCode::OK, "GET /login: {}", page.body);
+        csrf_token(&page.body)
+    }
+
+    /// Posts `login_id` to the identifier form and checks that the broker
+    /// moves on to the password step.
+    pub async fn identify(
+        http: &reqwest::Client,
+        base_url: &str,
+        jar: &mut CookieJar,
+        token: &str,
+        login_id: &str,
+    ) {
+        let identified = send(
+            jar,
+            http.post(format!("{base_url}/login"))
+                .form(&[("csrf_token", token), ("identifier", login_id)]),
+        )
+        .await;
+        assert_eq!(
+            identified.location, "/login/password",
+            "POST /login: {}",
+            identified.body
+        );
+    }
+
+    /// Requests the password page and returns its CSRF token.
+    pub async fn password_page(
+        http: &reqwest::Client,
+        base_url: &str,
+        jar: &mut CookieJar,
+    ) -> String {
+        let form = send(jar, http.get(format!("{base_url}/login/password"))).await;
+        assert_eq!(
+            form.status,
+            StatusCode::OK,
+            "GET /login/password: {}",
+            form.body
+        );
+        csrf_token(&form.body)
+    }
+
+    /// Posts `password` and checks that the broker signs the user in and
+    /// sends them to their account page.
+    pub async fn submit_password(
+        http: &reqwest::Client,
+        base_url: &str,
+        jar: &mut CookieJar,
+        token: &str,
+        password: &str,
+    ) {
+        let signed_in = send(
+            jar,
+            http.post(format!("{base_url}/login/password"))
+                .form(&[("csrf_token", token), ("password", password)]),
+        )
+        .await;
+        assert_eq!(
+            signed_in.status,
+            StatusCode::SEE_OTHER,
+            "POST /login/password: {}",
+            signed_in.body
+        );
+        assert_eq!(
+            signed_in.location, "/account",
+            "password login redirected elsewhere"
+        );
+    }
+
+    /// Signs in `login_id` with `password` in a new browser: all four steps.
+    pub async fn password_login(
+        http: &reqwest::Client,
+        base_url: &str,
+        login_id: &str,
+        password: &str,
+    ) {
+        let mut jar = CookieJar::default();
+        let token = login_page(http, base_url, &mut jar).await;
+        identify(http, base_url, &mut jar, &token, login_id).await;
+        let token = password_page(http, base_url, &mut jar).await;
+        submit_password(http, base_url, &mut jar, &token, password).await;
+    }
+}
