@@ -78,7 +78,15 @@ pub async fn charged_failure(
     reason: &str,
     client_ip: Option<String>,
 ) -> Result<Option<String>, AppError> {
-    report_failure(state, flow, charge.after, kind, reason, client_ip).await;
+    report_failure(
+        state,
+        flow,
+        Some(charge.after.failures),
+        kind,
+        reason,
+        client_ip,
+    )
+    .await;
     Ok(state
         .lockout
         .remaining_lock(charge.after, state.clock.now())
@@ -94,30 +102,24 @@ fn locked_text(seconds: i64) -> String {
     format!("Too many failed attempts. This account is locked for {wait}. Wait, then try again.")
 }
 
-/// Counts one failed attempt, records it in the audit log, and returns the
-/// lock message when this failure started a lock.
-pub async fn record_failure(
+/// Records an attempt that met the lock: the log, the audit log and the
+/// metric. It does not count as a failure, because its credential was never
+/// checked: counting it would lengthen the lock past the time that the
+/// message shows, so a user who waited that long and typed the right
+/// password would be locked again.
+pub async fn record_locked(
     state: &AppState,
     flow: &LoginFlow,
     kind: &'static str,
-    reason: &str,
     client_ip: Option<String>,
-) -> Result<Option<String>, AppError> {
-    let now = state.clock.now();
-    let before = state.failures.failures(&flow.lockout_key).await?;
-    let after = state.lockout.after_failure(before, now);
-    state
-        .failures
-        .save_failures(&flow.lockout_key, after, now)
-        .await?;
-    report_failure(state, flow, after, kind, reason, client_ip).await;
-    Ok(state.lockout.remaining_lock(after, now).map(locked_text))
+) {
+    report_failure(state, flow, None, kind, "locked", client_ip).await;
 }
 
 async fn report_failure(
     state: &AppState,
     flow: &LoginFlow,
-    after: FailureRecord,
+    failures: Option<u32>,
     kind: &'static str,
     reason: &str,
     client_ip: Option<String>,
@@ -125,7 +127,7 @@ async fn report_failure(
     metrics::counter!("unified_login_sign_ins_total", "outcome" => "failure").increment(1);
     tracing::info!(
         user.id = flow.user_id.as_deref().unwrap_or("-"),
-        failures = after.failures,
+        failures,
         reason,
         "sign-in attempt failed"
     );

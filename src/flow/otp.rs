@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use tower_sessions::Session;
 
-use super::attempts::{charge_attempt, charged_failure, record_failure, refund};
+use super::attempts::{charge_attempt, charged_failure, record_locked, refund};
 use super::finish::complete_sign_in;
 use super::state::{LoginFlow, Step};
 use crate::credentials::{recovery, totp};
@@ -52,7 +52,7 @@ pub async fn submit(
     let charge = match charge_attempt(&state, &flow).await? {
         Ok(charge) => charge,
         Err(message) => {
-            record_failure(&state, &flow, "login.otp", "locked", client_ip).await?;
+            record_locked(&state, &flow, "login.otp", client_ip).await;
             return page(&csrf, &flow, StatusCode::TOO_MANY_REQUESTS, Some(&message)).await;
         }
     };

@@ -7,7 +7,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use tower_sessions::Session;
 
-use super::attempts::{charge_attempt, charged_failure, record_failure, refund};
+use super::attempts::{charge_attempt, charged_failure, record_locked, refund};
 use super::finish::complete_sign_in;
 use super::state::{LoginFlow, Step};
 use crate::connector::CheckUnavailable;
@@ -64,7 +64,7 @@ pub async fn submit(
     let charge = match charge_attempt(&state, &flow).await? {
         Ok(charge) => charge,
         Err(message) => {
-            record_failure(&state, &flow, "login.password", "locked", client_ip).await?;
+            record_locked(&state, &flow, "login.password", client_ip).await;
             return page(&csrf, &flow, StatusCode::TOO_MANY_REQUESTS, Some(&message)).await;
         }
     };

@@ -575,6 +575,24 @@ async fn password_step_needs_identifier_first() {
     assert_eq!(otp.location(), "/login");
 }
 
+/// Returns the wait in a "locked for N seconds" or "N minutes" message, in
+/// seconds.
+fn locked_seconds(body: &str) -> u64 {
+    let start = body.find("locked for ").expect("lock message") + "locked for ".len();
+    let digits: String = body[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let count: u64 = digits.parse().expect("number in the lock message");
+    let unit = &body[start + digits.len()..];
+    if unit.starts_with(" minutes") {
+        count * 60
+    } else {
+        assert!(unit.starts_with(" seconds"), "lock message unit: {body}");
+        count
+    }
+}
+
 #[tokio::test]
 async fn lockout_blocks_right_password() {
     let broker = Broker::start_with(Options {
@@ -600,6 +618,13 @@ async fn lockout_blocks_right_password() {
     let right = client.password(PASSWORD).await;
     assert_eq!(right.status, StatusCode::TOO_MANY_REQUESTS);
     assert!(right.body.contains("locked for"), "{}", right.body);
+
+    // Attempts that meet the lock do not lengthen it, so the time left
+    // can only shrink. A counted attempt would have doubled it.
+    let again = client.password(PASSWORD).await;
+    assert_eq!(again.status, StatusCode::TOO_MANY_REQUESTS);
+    let (first, second) = (locked_seconds(&right.body), locked_seconds(&again.body));
+    assert!(second <= first, "lock grew from {first} s to {second} s");
 
     // The lock is per account, whichever identifier is typed.
     let other = WebClient::new(&broker);
