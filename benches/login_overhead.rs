@@ -44,13 +44,7 @@ fn main() {
         parallelism: 1,
     };
     let mut broker = Broker::prepare(cheapest);
-    for user in 0..USERS {
-        broker.add_user(
-            &format!("user{user:03}"),
-            &format!("user{user:03}@contoso.example"),
-            PASSWORD,
-        );
-    }
+    broker.add_numbered_users(USERS, PASSWORD);
     broker.serve();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

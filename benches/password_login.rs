@@ -60,13 +60,7 @@ fn main() {
     let seconds = support::seconds(10);
     let settings = Argon2Settings::service_default();
     let mut broker = Broker::prepare(settings);
-    for user in 0..USERS {
-        broker.add_user(
-            &format!("user{user:03}"),
-            &format!("user{user:03}@contoso.example"),
-            PASSWORD,
-        );
-    }
+    broker.add_numbered_users(USERS, PASSWORD);
     broker.serve();
     let cpus = support::cpu::machine_cpus();
     println!(

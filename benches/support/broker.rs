@@ -127,6 +127,18 @@ filter = "warn"
         output
     }
 
+    /// Adds `count` users, `user000` and on with emails at contoso.example,
+    /// who all have `password`.
+    pub fn add_numbered_users(&self, count: usize, password: &str) {
+        for user in 0..count {
+            self.add_user(
+                &format!("user{user:03}"),
+                &format!("user{user:03}@contoso.example"),
+                password,
+            );
+        }
+    }
+
     /// Adds a user whose login ID is `login_id` and whose password is `password`.
     pub fn add_user(&self, login_id: &str, email: &str, password: &str) {
         self.cli(

@@ -20,7 +20,7 @@ pub async fn run(config: &Config, command: DbCommand) -> anyhow::Result<()> {
         DbCommand::Status => {
             let status = db::schema_status(&pool).await?;
             println!("database:       {}", db::redact(&config.database_url));
-            println!("engine:         {:?}", db::Engine::of(&pool));
+            println!("engine:         {:?}", pool.engine());
             println!(
                 "schema version: {}",
                 status

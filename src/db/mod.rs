@@ -41,11 +41,6 @@ impl Engine {
         }
     }
 
-    /// Returns the engine behind `pool`.
-    pub fn of(pool: &DbPool) -> Self {
-        pool.engine()
-    }
-
     /// Connections an instance keeps unless the configuration sets
     /// another number. SQLite runs one write at a time, and each write makes
     /// every other connection drop its page cache before its next read, so
@@ -232,12 +227,12 @@ pub async fn open(url: &str, config: &DatabaseConfig) -> anyhow::Result<DbPool> 
                 .map(DbPool::server)
         }
     };
-    let timeout = config.acquire_timeout_seconds.max(1);
     opened.map_err(|error| {
         let reason = match &error {
             sqlx::Error::PoolTimedOut => format!(
-                "no connection within {timeout} s; check that the server runs and accepts \
-                 connections at this address"
+                "no connection within {} s; check that the server runs and accepts \
+                 connections at this address",
+                acquire_timeout.as_secs()
             ),
             other => other.to_string(),
         };
@@ -254,7 +249,7 @@ pub async fn migrate(pool: &DbPool) -> anyhow::Result<()> {
 
 async fn migrate_locked(pool: &DbPool) -> anyhow::Result<()> {
     let status = schema_status_locked(pool).await?;
-    let engine = Engine::of(pool);
+    let engine = pool.engine();
     let mut connection = pool.acquire().await.context("cannot reach the database")?;
     engine
         .migrator()
@@ -297,7 +292,7 @@ async fn with_schema_lock<T>(
     pool: &DbPool,
     work: impl std::future::Future<Output = anyhow::Result<T>>,
 ) -> anyhow::Result<T> {
-    if Engine::of(pool) != Engine::Postgres {
+    if pool.engine() != Engine::Postgres {
         return work.await;
     }
     let mut holder = pool.acquire().await.context("cannot reach the database")?;
@@ -316,7 +311,7 @@ async fn with_schema_lock<T>(
 }
 
 async fn schema_status_locked(pool: &DbPool) -> anyhow::Result<SchemaStatus> {
-    let migrator = Engine::of(pool).migrator();
+    let migrator = pool.engine().migrator();
     let mut connection = pool.acquire().await.context("cannot reach the database")?;
     connection
         .ensure_migrations_table()
@@ -382,7 +377,7 @@ async fn schema_status_locked(pool: &DbPool) -> anyhow::Result<SchemaStatus> {
 /// connection commits between its read and its write. PostgreSQL locks rows
 /// as they are written, so a plain transaction does.
 pub async fn begin_write(pool: &DbPool) -> Result<DbTransaction, sqlx::Error> {
-    match Engine::of(pool) {
+    match pool.engine() {
         Engine::Sqlite => pool.begin_with(Some("BEGIN IMMEDIATE")).await,
         Engine::Postgres => pool.begin_with(None).await,
     }
@@ -393,7 +388,7 @@ pub async fn begin_write(pool: &DbPool) -> Result<DbTransaction, sqlx::Error> {
 /// writer at a time anyway. PostgreSQL takes one database-wide advisory
 /// lock, so these transactions run one at a time on every instance.
 pub async fn begin_exclusive(pool: &DbPool) -> Result<DbTransaction, sqlx::Error> {
-    match Engine::of(pool) {
+    match pool.engine() {
         Engine::Sqlite => pool.begin_with(Some("BEGIN IMMEDIATE")).await,
         Engine::Postgres => {
             let mut transaction = pool.begin_with(None).await?;
