@@ -15,13 +15,17 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
-use sqlx::Executor;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::{Migrate, Migrator};
 use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{Connection, Executor};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// How long a PostgreSQL connection may sit idle before the pool checks
+/// that it is still alive, before handing it out.
+const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
@@ -214,6 +218,20 @@ pub async fn open(url: &str, config: &DatabaseConfig) -> anyhow::Result<DbPool> 
             AnyPoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(acquire_timeout)
+                // By default sqlx pings each connection before handing it
+                // out, which costs one more round trip to the server per
+                // statement. A connection in use a moment ago is alive, so
+                // only one that sat idle long enough to miss a server restart
+                // or a failover is checked first.
+                .test_before_acquire(false)
+                .before_acquire(|connection, metadata| {
+                    Box::pin(async move {
+                        if metadata.idle_for >= IDLE_BEFORE_PING {
+                            connection.ping().await?;
+                        }
+                        Ok(true)
+                    })
+                })
                 .after_connect(move |connection, _| {
                     Box::pin(async move {
                         connection

@@ -157,6 +157,26 @@ impl PostgresDatabase {
             .unwrap_or(5432)
     }
 
+    /// Ends every server session on this database but psql's own, as a
+    /// server restart would, and returns how many it ended.
+    pub fn end_sessions(&self) -> usize {
+        let output = psql(
+            &self.url,
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()) AS ended",
+        );
+        assert!(
+            output.status.success(),
+            "psql failed to end the sessions on {}: {}",
+            self.name,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse()
+            .expect("a count from psql")
+    }
+
     /// Returns the data of every table as `pg_dump --data-only` writes it.
     fn dump(&self) -> Vec<u8> {
         let output = Command::new("pg_dump")

@@ -172,6 +172,11 @@ async fn lost_database_is_reported_and_survived() {
     let before = get(&client, "/account").await;
     assert_eq!(before.status, StatusCode::OK);
     let token = csrf_token(&before.body);
+    // A visitor who opened the sign-in page before the loss.
+    let stranger = WebClient::new(&broker);
+    let login_page = get(&stranger, "/login").await;
+    assert_eq!(login_page.status, StatusCode::OK);
+    let stranger_token = csrf_token(&login_page.body);
     assert_eq!(readiness(&broker).await, StatusCode::OK);
 
     relay.cut();
@@ -188,13 +193,31 @@ async fn lost_database_is_reported_and_survived() {
         "{}",
         account.body
     );
-    let stranger = WebClient::new(&broker);
-    let login = get(&stranger, "/login").await;
+    // The page itself may still come from cached settings; the identifier
+    // step needs the directory.
+    let identified = tokio::time::timeout(
+        HANG_GUARD,
+        stranger.post(
+            "/login",
+            &[
+                ("csrf_token", &stranger_token),
+                ("identifier", "jdoe"),
+                ("return_to", "/account"),
+            ],
+        ),
+    )
+    .await
+    .expect("POST /login hung while the database was gone");
     assert_eq!(
-        login.status,
+        identified.status,
         StatusCode::SERVICE_UNAVAILABLE,
         "{}",
-        login.body
+        identified.body
+    );
+    assert!(
+        identified.body.contains("cannot reach its database"),
+        "{}",
+        identified.body
     );
     let posted = client.post("/logout", &[("csrf_token", &token)]).await;
     assert_eq!(
@@ -243,6 +266,51 @@ async fn lost_database_is_reported_and_survived() {
         "{}",
         account.body
     );
+}
+
+/// The pool skips its liveness check for connections it handed out a moment
+/// ago. Connections that the server closed while they sat idle must still be
+/// replaced before a request meets them.
+#[tokio::test(flavor = "multi_thread")]
+async fn server_closed_idle_connections_replaced() {
+    let Some(server) = server_or_skip() else {
+        return;
+    };
+    let database = PostgresDatabase::create(&server);
+    let mut broker = Broker::prepare(Options {
+        database_url: Some(database.url()),
+        ..Options::default()
+    });
+    broker.serve();
+    broker.add_user("jdoe", "jane@example.com");
+    let client = WebClient::new(&broker);
+    let signed_in = client.sign_in("jdoe", PASSWORD).await;
+    assert_eq!(
+        signed_in.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        signed_in.body
+    );
+
+    let ended = database.end_sessions();
+    assert!(ended > 0, "the broker held no connection to end");
+    // Past the idle time after which the pool checks a connection.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for attempt in 1..=4 {
+        let account = get(&client, "/account").await;
+        assert_eq!(
+            account.status,
+            StatusCode::OK,
+            "request {attempt} after the server ended {ended} connections: {}\n{}",
+            account.body,
+            broker.log()
+        );
+        assert!(
+            account.body.contains("jane@example.com"),
+            "{}",
+            account.body
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
