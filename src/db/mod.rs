@@ -221,8 +221,8 @@ pub async fn open(url: &str, config: &DatabaseConfig) -> anyhow::Result<DbPool> 
                 // By default sqlx pings each connection before handing it
                 // out, which costs one more round trip to the server per
                 // statement. A connection in use a moment ago is alive, so
-                // only one that sat idle long enough to miss a server restart
-                // or a failover is checked first.
+                // only one that sat idle for a second or more, and may have
+                // missed a server restart or a failover, is checked first.
                 .test_before_acquire(false)
                 .before_acquire(|connection, metadata| {
                     Box::pin(async move {
