@@ -14,8 +14,10 @@ mod scim;
 mod user;
 
 use std::path::PathBuf;
+use std::str::FromStr;
 
 use clap::{Parser, Subcommand};
+use sqlx::sqlite::SqliteConnectOptions;
 
 use crate::config::Config;
 
@@ -91,7 +93,51 @@ pub enum Command {
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
-    match cli.command {
+    let uses_database = !matches!(
+        cli.command,
+        Command::Serve | Command::Oidc { .. } | Command::Ldap { .. }
+    );
+    let missing_database = if uses_database {
+        missing_sqlite_file(&config.database_url)
+    } else {
+        None
+    };
+    run_command(cli.command, config).await?;
+    if let Some(path) = missing_database
+        && path.exists()
+    {
+        // A relative SQLite path resolves against the current folder, so a
+        // command run from another folder would otherwise work on a new,
+        // empty database without a word. Printed only after success,
+        // because a failed command prints one line.
+        eprintln!(
+            "note: created a new, empty database at {}; run commands from the service's folder, \
+             or with its --config, to use its database",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Returns the absolute path of the SQLite file that `url` names when that
+/// file does not exist yet.
+fn missing_sqlite_file(url: &str) -> Option<PathBuf> {
+    if crate::db::Engine::from_url(url).ok()? != crate::db::Engine::Sqlite
+        || url.contains(":memory:")
+        || url.contains("mode=memory")
+    {
+        return None;
+    }
+    let options = SqliteConnectOptions::from_str(url).ok()?;
+    let path = options.get_filename();
+    if path.as_os_str().is_empty() || path.exists() {
+        return None;
+    }
+    Some(std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()))
+}
+
+async fn run_command(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
         Command::Serve => {
             crate::telemetry::init(&config.log);
             crate::server::run(config).await

@@ -59,6 +59,25 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+#[test]
+fn new_database_is_announced() {
+    let cli = Cli::new();
+    let database = cli.dir.path().join("cli.db");
+    let first = cli.run(&["user", "list"], "");
+    let note = stderr(&first);
+    assert!(first.status.success(), "{note}");
+    assert!(note.contains("created a new, empty database"), "{note}");
+    assert!(
+        note.contains(&database.display().to_string()),
+        "the note does not name {}: {note}",
+        database.display()
+    );
+
+    let second = cli.run(&["user", "list"], "");
+    assert!(second.status.success());
+    assert_eq!(stderr(&second), "", "a note on an existing database");
+}
+
 /// Asserts that the command failed with exactly one line containing `expected`.
 pub(crate) fn assert_fails_with(output: &Output, expected: &str) {
     let message = stderr(output);
