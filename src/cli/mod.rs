@@ -14,12 +14,11 @@ mod scim;
 mod user;
 
 use std::path::PathBuf;
-use std::str::FromStr;
 
 use clap::{Parser, Subcommand};
-use sqlx::sqlite::SqliteConnectOptions;
 
 use crate::config::Config;
+use crate::db::Engine;
 
 #[derive(Debug, Parser)]
 #[command(name = "unified-login", version, about = "Email-first login broker")]
@@ -108,8 +107,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     {
         // A relative SQLite path resolves against the current folder, so a
         // command run from another folder would otherwise work on a new,
-        // empty database without a word. Printed only after success,
-        // because a failed command prints one line.
+        // empty database without a word. The note comes only after success
+        // because a failed command prints exactly one line.
         eprintln!(
             "note: created a new, empty database at {}; run commands from the service's folder, \
              or with its --config, to use its database",
@@ -122,18 +121,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 /// Returns the absolute path of the SQLite file that `url` names when that
 /// file does not exist yet.
 fn missing_sqlite_file(url: &str) -> Option<PathBuf> {
-    if crate::db::Engine::from_url(url).ok()? != crate::db::Engine::Sqlite
-        || url.contains(":memory:")
-        || url.contains("mode=memory")
-    {
+    if Engine::from_url(url).ok()? != Engine::Sqlite {
         return None;
     }
-    let options = SqliteConnectOptions::from_str(url).ok()?;
-    let path = options.get_filename();
+    let path = crate::db::sqlite_file(url).ok()??;
     if path.as_os_str().is_empty() || path.exists() {
         return None;
     }
-    Some(std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()))
+    Some(std::path::absolute(&path).unwrap_or(path))
 }
 
 async fn run_command(command: Command, config: Config) -> anyhow::Result<()> {

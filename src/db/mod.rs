@@ -9,7 +9,7 @@ mod pool;
 
 pub use pool::{DbConnection, DbPool, DbTransaction};
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -201,15 +201,13 @@ pub async fn open(url: &str, config: &DatabaseConfig) -> anyhow::Result<DbPool> 
         .with_context(|| format!("invalid database_url '{}'", redact(url)))?;
     let opened = match engine {
         Engine::Sqlite => {
-            let sqlite = SqliteConnectOptions::from_str(url)
-                .with_context(|| format!("invalid database_url '{url}'"))?;
             // An in-memory database exists once per connection, so it must not be pooled.
-            let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-            let size = if in_memory {
-                1
-            } else {
-                prepare_sqlite_file(Path::new(sqlite.get_filename()))?;
-                max_connections
+            let size = match sqlite_file(url)? {
+                Some(path) => {
+                    prepare_sqlite_file(&path)?;
+                    max_connections
+                }
+                None => 1,
             };
             DbPool::embedded(options, size as usize, acquire_timeout).await
         }
@@ -455,6 +453,15 @@ pub fn redact(url: &str) -> String {
 /// Creates the database file and its folder, the file readable by its owner
 /// only, because it contains TOTP secrets. SQLite gives its -wal and -shm
 /// files the same permissions. An existing file is left as it is.
+/// Returns the file that the SQLite URL `url` names, or `None` when the
+/// database is in memory.
+pub fn sqlite_file(url: &str) -> anyhow::Result<Option<PathBuf>> {
+    let sqlite = SqliteConnectOptions::from_str(url)
+        .with_context(|| format!("invalid database_url '{url}'"))?;
+    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+    Ok((!in_memory).then(|| sqlite.get_filename().to_path_buf()))
+}
+
 fn prepare_sqlite_file(path: &Path) -> anyhow::Result<()> {
     if let Some(parent) = path.parent()
         && !parent.as_os_str().is_empty()

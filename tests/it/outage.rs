@@ -139,6 +139,20 @@ async fn get(client: &WebClient, path: &str) -> Page {
         .unwrap_or_else(|_| panic!("GET {path} hung while the database was gone"))
 }
 
+/// Adds the user `jdoe` and returns a client signed in as that user.
+async fn signed_in_client(broker: &Broker) -> WebClient {
+    broker.add_user("jdoe", "jane@example.com");
+    let client = WebClient::new(broker);
+    let signed_in = client.sign_in("jdoe", PASSWORD).await;
+    assert_eq!(
+        signed_in.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        signed_in.body
+    );
+    client
+}
+
 async fn readiness(broker: &Broker) -> StatusCode {
     let response = tokio::time::timeout(HANG_GUARD, reqwest::get(broker.url("/readyz")))
         .await
@@ -160,15 +174,7 @@ async fn lost_database_is_reported_and_survived() {
     });
     broker.append_config("[database]\nacquire_timeout_seconds = 2\n");
     broker.serve();
-    broker.add_user("jdoe", "jane@example.com");
-    let client = WebClient::new(&broker);
-    let signed_in = client.sign_in("jdoe", PASSWORD).await;
-    assert_eq!(
-        signed_in.status,
-        StatusCode::SEE_OTHER,
-        "{}",
-        signed_in.body
-    );
+    let client = signed_in_client(&broker).await;
     let before = get(&client, "/account").await;
     assert_eq!(before.status, StatusCode::OK);
     let token = csrf_token(&before.body);
@@ -193,8 +199,8 @@ async fn lost_database_is_reported_and_survived() {
         "{}",
         account.body
     );
-    // The page itself may still come from cached settings; the identifier
-    // step needs the directory.
+    // The page itself may still render from the cached IdP settings, but
+    // the identifier step must read the users table.
     let identified = tokio::time::timeout(
         HANG_GUARD,
         stranger.post(
@@ -282,15 +288,7 @@ async fn server_closed_idle_connections_replaced() {
         ..Options::default()
     });
     broker.serve();
-    broker.add_user("jdoe", "jane@example.com");
-    let client = WebClient::new(&broker);
-    let signed_in = client.sign_in("jdoe", PASSWORD).await;
-    assert_eq!(
-        signed_in.status,
-        StatusCode::SEE_OTHER,
-        "{}",
-        signed_in.body
-    );
+    let client = signed_in_client(&broker).await;
 
     let ended = database.end_sessions();
     assert!(ended > 0, "the broker held no connection to end");
