@@ -130,7 +130,16 @@ pub trait UserStore: Send + Sync {
         now: i64,
     ) -> Result<bool, DirectoryError>;
     async fn remaining_recovery_codes(&self, id: &str) -> Result<u32, DirectoryError>;
-    async fn record_login(&self, id: &str, now: i64) -> Result<(), DirectoryError>;
+    /// Records a successful sign-in of user `id`: clears the failures
+    /// counted under `lockout_key`, stamps the last login and appends
+    /// `event` to the audit log, all in one round trip to the database.
+    async fn record_sign_in(
+        &self,
+        id: &str,
+        lockout_key: &str,
+        event: AuditEvent,
+        now: i64,
+    ) -> Result<(), DirectoryError>;
     /// Removes a temporary password (one that must be changed) after its one
     /// use; returns false when it was already gone.
     async fn spend_temporary_password(&self, id: &str, now: i64) -> Result<bool, DirectoryError>;
@@ -156,7 +165,6 @@ pub trait FailureStore: Send + Sync {
         record: FailureRecord,
         now: i64,
     ) -> Result<(), DirectoryError>;
-    async fn clear_failures(&self, subject_key: &str) -> Result<(), DirectoryError>;
     /// Replaces the record with `new` only while it still equals `expected`
     /// (a missing record equals the default one); returns whether it did.
     async fn replace_failures(

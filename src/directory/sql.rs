@@ -313,10 +313,40 @@ impl UserStore for SqlDirectory {
         Ok(())
     }
 
-    async fn record_login(&self, id: &str, now: i64) -> Result<(), DirectoryError> {
-        sqlx::query("UPDATE users SET last_login_at = $2 WHERE id = $1")
-            .bind(id)
+    async fn record_sign_in(
+        &self,
+        id: &str,
+        lockout_key: &str,
+        event: AuditEvent,
+        now: i64,
+    ) -> Result<(), DirectoryError> {
+        // Three writes in one call, because each call costs every sign-in a
+        // hand-off to a worker thread (SQLite) or a round trip (PostgreSQL).
+        // PostgreSQL applies them as one statement. SQLite commits each in turn.
+        let sql = match self.pool.engine() {
+            db::Engine::Sqlite => {
+                "DELETE FROM login_failures WHERE subject_key = $1; \
+                 UPDATE users SET last_login_at = $2 WHERE id = $3; \
+                 INSERT INTO audit_events (at, kind, outcome, user_id, identifier, client_ip, detail) \
+                 VALUES ($2, $4, $5, $6, $7, $8, $9)"
+            }
+            db::Engine::Postgres => {
+                "WITH cleared AS (DELETE FROM login_failures WHERE subject_key = $1), \
+                 stamped AS (UPDATE users SET last_login_at = $2 WHERE id = $3) \
+                 INSERT INTO audit_events (at, kind, outcome, user_id, identifier, client_ip, detail) \
+                 VALUES ($2, $4, $5, $6, $7, $8, $9)"
+            }
+        };
+        sqlx::query(sql)
+            .bind(lockout_key)
             .bind(now)
+            .bind(id)
+            .bind(event.kind)
+            .bind(event.outcome)
+            .bind(event.user_id)
+            .bind(event.identifier)
+            .bind(event.client_ip)
+            .bind(event.detail)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -373,14 +403,6 @@ impl FailureStore for SqlDirectory {
         .bind(now)
         .execute(&self.pool)
         .await?;
-        Ok(())
-    }
-
-    async fn clear_failures(&self, subject_key: &str) -> Result<(), DirectoryError> {
-        sqlx::query("DELETE FROM login_failures WHERE subject_key = $1")
-            .bind(subject_key)
-            .execute(&self.pool)
-            .await?;
         Ok(())
     }
 
@@ -795,5 +817,51 @@ mod tests {
                 .unwrap()
         );
         assert_eq!(dir.remaining_recovery_codes(&user.id).await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn sign_in_clears_failures_and_audits() {
+        let dir = directory().await;
+        let user = dir.create(jane(), 10).await.unwrap();
+        let failed = FailureRecord {
+            failures: 2,
+            locked_until: 0,
+        };
+        dir.save_failures("user:jdoe", failed, 15).await.unwrap();
+        dir.save_failures("user:other", failed, 15).await.unwrap();
+
+        let event = AuditEvent {
+            kind: "login",
+            outcome: "success",
+            user_id: Some(user.id.clone()),
+            identifier: Some("jdoe".into()),
+            client_ip: Some("192.0.2.4".into()),
+            detail: Some("password".into()),
+        };
+        dir.record_sign_in(&user.id, "user:jdoe", event, 20)
+            .await
+            .unwrap();
+
+        assert_eq!(
+            dir.failures("user:jdoe").await.unwrap(),
+            FailureRecord::default()
+        );
+        assert_eq!(dir.failures("user:other").await.unwrap(), failed);
+        let stamped = dir.find_by_id(&user.id).await.unwrap().unwrap();
+        assert_eq!(stamped.last_login_at, Some(20));
+        let row = sqlx::query(
+            "SELECT at, kind, outcome, user_id, identifier, client_ip, detail FROM audit_events",
+        )
+        .fetch_one(&dir.pool)
+        .await
+        .unwrap();
+        let text = |column: &str| row.try_get::<Option<String>, _>(column).unwrap();
+        assert_eq!(row.try_get::<i64, _>("at").unwrap(), 20);
+        assert_eq!(text("kind").as_deref(), Some("login"));
+        assert_eq!(text("outcome").as_deref(), Some("success"));
+        assert_eq!(text("user_id"), Some(user.id));
+        assert_eq!(text("identifier").as_deref(), Some("jdoe"));
+        assert_eq!(text("client_ip").as_deref(), Some("192.0.2.4"));
+        assert_eq!(text("detail").as_deref(), Some("password"));
     }
 }

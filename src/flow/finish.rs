@@ -33,8 +33,22 @@ pub async fn complete_sign_in(
         }
         None => crate::provider::tokens::random_token(),
     };
-    state.failures.clear_failures(&flow.lockout_key).await?;
-    state.users.record_login(&user.id, now).await?;
+    state
+        .users
+        .record_sign_in(
+            &user.id,
+            &flow.lockout_key,
+            AuditEvent {
+                kind: "login",
+                outcome: "success",
+                user_id: Some(user.id.clone()),
+                identifier: Some(flow.identifier.clone()),
+                client_ip,
+                detail: Some(methods.join("+")),
+            },
+            now,
+        )
+        .await?;
 
     // A new id defeats session fixation: an id planted before sign-in is
     // worthless after it.
@@ -54,15 +68,5 @@ pub async fn complete_sign_in(
 
     metrics::counter!("unified_login_sign_ins_total", "outcome" => "success").increment(1);
     tracing::info!(user.id = %user.id, methods = ?methods, "user signed in");
-    state
-        .record(AuditEvent {
-            kind: "login",
-            outcome: "success",
-            user_id: Some(user.id.clone()),
-            identifier: Some(flow.identifier.clone()),
-            client_ip,
-            detail: Some(methods.join("+")),
-        })
-        .await;
     Ok(Redirect::to(&flow.return_to).into_response())
 }
