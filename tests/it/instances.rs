@@ -14,8 +14,10 @@ use reqwest::header::{CONTENT_TYPE, LOCATION};
 use serde_json::Value;
 
 use crate::chromium::{Browser, JavaScript};
+use crate::database::PostgresDatabase;
 use crate::harness::{Broker, Options, csrf_token};
 use crate::http_login::WebClient;
+use crate::outage::server_or_skip;
 use crate::peers::front_door::{FrontDoor, Instance};
 use crate::peers::pysaml2::{self, Pysaml2Idp};
 use crate::provider_browser::{
@@ -387,9 +389,16 @@ async fn sign_in_survives_restarts() {
     browser.close().await;
 }
 
+/// Always on PostgreSQL: on SQLite, where one instance serves alone, the
+/// allowance stays in that instance's memory.
 #[tokio::test]
 async fn rate_limit_shared_between_instances() {
+    let Some(server) = server_or_skip() else {
+        return;
+    };
+    let database = PostgresDatabase::create(&server);
     let mut a = Broker::prepare(Options {
+        database_url: Some(database.url()),
         per_ip_per_minute: 1,
         burst: 2,
         ..Options::default()

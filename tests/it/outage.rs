@@ -126,7 +126,7 @@ pub fn server_or_skip() -> Option<String> {
     if server.is_none() {
         assert!(
             !in_ci(),
-            "{POSTGRES_ENV} is not set; CI must name a PostgreSQL server for the outage tests"
+            "{POSTGRES_ENV} is not set; CI must name a PostgreSQL server for the tests that need one"
         );
         eprintln!("skipped: {POSTGRES_ENV} names no PostgreSQL server");
     }
