@@ -26,6 +26,21 @@ const USER_COLUMNS: &str = "id, login_id, email, first_name, last_name, password
      must_change_password, active, cl_auth_enabled, totp_secret, cl_password_hash, created_at, \
      last_login_at";
 
+/// Binds the fields of `event` to the next six parameters of `query`, in the
+/// order of the `audit_events` columns from `kind` to `detail`.
+pub(crate) fn bind_audit_event<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    event: AuditEvent,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    query
+        .bind(event.kind)
+        .bind(event.outcome)
+        .bind(event.user_id)
+        .bind(event.identifier)
+        .bind(event.client_ip)
+        .bind(event.detail)
+}
+
 fn user_from_row(row: &AnyRow) -> Result<User, sqlx::Error> {
     Ok(User {
         id: row.try_get("id")?,
@@ -337,18 +352,8 @@ impl UserStore for SqlDirectory {
                  VALUES ($2, $4, $5, $6, $7, $8, $9)"
             }
         };
-        sqlx::query(sql)
-            .bind(lockout_key)
-            .bind(now)
-            .bind(id)
-            .bind(event.kind)
-            .bind(event.outcome)
-            .bind(event.user_id)
-            .bind(event.identifier)
-            .bind(event.client_ip)
-            .bind(event.detail)
-            .execute(&self.pool)
-            .await?;
+        let query = sqlx::query(sql).bind(lockout_key).bind(now).bind(id);
+        bind_audit_event(query, event).execute(&self.pool).await?;
         Ok(())
     }
 }
@@ -460,19 +465,12 @@ impl FailureStore for SqlDirectory {
 #[async_trait]
 impl AuditLog for SqlDirectory {
     async fn append(&self, event: AuditEvent, now: i64) -> Result<(), DirectoryError> {
-        sqlx::query(
+        let query = sqlx::query(
             "INSERT INTO audit_events (at, kind, outcome, user_id, identifier, client_ip, detail) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
-        .bind(now)
-        .bind(event.kind)
-        .bind(event.outcome)
-        .bind(event.user_id)
-        .bind(event.identifier)
-        .bind(event.client_ip)
-        .bind(event.detail)
-        .execute(&self.pool)
-        .await?;
+        .bind(now);
+        bind_audit_event(query, event).execute(&self.pool).await?;
         Ok(())
     }
 }

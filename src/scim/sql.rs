@@ -10,6 +10,7 @@ use super::store::{
 };
 use crate::db;
 use crate::db::{DbPool, DbTransaction};
+use crate::directory::sql::bind_audit_event;
 use crate::directory::{AuditEvent, DirectoryError, identifier_key};
 
 #[derive(Clone)]
@@ -109,19 +110,12 @@ async fn append_audit(
     event: AuditEvent,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    let query = sqlx::query(
         "INSERT INTO audit_events (at, kind, outcome, user_id, identifier, client_ip, detail) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
-    .bind(now)
-    .bind(event.kind)
-    .bind(event.outcome)
-    .bind(event.user_id)
-    .bind(event.identifier)
-    .bind(event.client_ip)
-    .bind(event.detail)
-    .execute(conn)
-    .await?;
+    .bind(now);
+    bind_audit_event(query, event).execute(conn).await?;
     Ok(())
 }
 
