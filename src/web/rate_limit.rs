@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -27,8 +28,8 @@ use crate::web::client_address::ClientAddress;
 
 /// Most addresses the in-memory state tracks: a table of about 33 MiB, by
 /// the layout of its entries. Requests from further addresses are let
-/// through, as with the database gone, and the lockout still guards each
-/// account.
+/// through until the next pruning, as with the database gone, and the
+/// lockout still guards each account.
 const MAX_LOCAL_ADDRESSES: usize = 500_000;
 
 #[derive(Clone)]
@@ -43,7 +44,15 @@ pub struct IpRateLimiter {
 #[derive(Clone)]
 enum Tats {
     Shared(DbPool),
-    Local(Arc<Mutex<HashMap<IpAddr, i64>>>),
+    Local(Arc<LocalTats>),
+}
+
+#[derive(Default)]
+struct LocalTats {
+    by_address: Mutex<HashMap<IpAddr, i64>>,
+    /// Set once a full table has been logged, until the next pruning, so
+    /// that a flood of new addresses logs one line and not one per request.
+    full_logged: AtomicBool,
 }
 
 impl IpRateLimiter {
@@ -85,25 +94,27 @@ impl IpRateLimiter {
         }
     }
 
-    fn check_local(
-        &self,
-        tats: &Mutex<HashMap<IpAddr, i64>>,
-        ip: IpAddr,
-        now: i64,
-    ) -> Result<(), Duration> {
-        let mut tats = tats.lock().unwrap_or_else(PoisonError::into_inner);
+    fn check_local(&self, local: &LocalTats, ip: IpAddr, now: i64) -> Result<(), Duration> {
+        let mut tats = local
+            .by_address
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let tat = tats.get(&ip).copied();
         let next = tat.map_or(now, |tat| tat.max(now)) + self.emission_ms;
         if next - now > self.tolerance_ms {
             // Rejected, so the stored TAT is ahead of now (see `wait`).
             return Err(self.wait(tat.unwrap_or(now), now));
         }
+        // Pruning here would scan the whole table for every new address
+        // of a flood, so a full table waits for `forget_idle`.
         if tat.is_none() && tats.len() >= MAX_LOCAL_ADDRESSES {
-            tats.retain(|_, tat| *tat >= now);
-            if tats.len() >= MAX_LOCAL_ADDRESSES {
-                tracing::warn!(client.ip = %ip, addresses = tats.len(), "rate-limit state is full; request let through");
-                return Ok(());
+            if !local.full_logged.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    addresses = tats.len(),
+                    "rate-limit table is full; new addresses are let through until idle ones are pruned"
+                );
             }
+            return Ok(());
         }
         tats.insert(ip, next);
         Ok(())
@@ -150,10 +161,14 @@ impl IpRateLimiter {
     pub async fn forget_idle(&self) {
         let now = now_ms();
         match &self.tats {
-            Tats::Local(tats) => tats
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .retain(|_, tat| *tat >= now),
+            Tats::Local(local) => {
+                local
+                    .by_address
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .retain(|_, tat| *tat >= now);
+                local.full_logged.store(false, Ordering::Relaxed);
+            }
             Tats::Shared(pool) => {
                 if let Err(error) = sqlx::query("DELETE FROM rate_limits WHERE tat_ms < $1")
                     .bind(now)
@@ -284,50 +299,54 @@ mod tests {
 
     #[tokio::test]
     async fn idle_addresses_are_forgotten() {
-        let tats = Arc::new(Mutex::new(HashMap::new()));
+        let local = Arc::new(LocalTats::default());
         let config = RateLimitConfig {
             per_ip_per_minute: 60,
             burst: 1,
         };
-        let limiter = IpRateLimiter::with_tats(&config, Tats::Local(tats.clone()));
+        let limiter = IpRateLimiter::with_tats(&config, Tats::Local(local.clone()));
         let now = now_ms();
         limiter
-            .check_local(&tats, ip("192.0.2.5"), now - 5_000)
+            .check_local(&local, ip("192.0.2.5"), now - 5_000)
             .unwrap();
         limiter
-            .check_local(&tats, ip("192.0.2.6"), now + 60_000)
+            .check_local(&local, ip("192.0.2.6"), now + 60_000)
             .unwrap();
 
         limiter.forget_idle().await;
-        let left: Vec<IpAddr> = tats.lock().unwrap().keys().copied().collect();
+        let left: Vec<IpAddr> = local.by_address.lock().unwrap().keys().copied().collect();
         assert_eq!(left, vec![ip("192.0.2.6")]);
     }
 
     #[tokio::test]
-    async fn full_state_prunes_then_lets_through() {
+    async fn full_table_lets_newcomers_through() {
         let config = RateLimitConfig {
             per_ip_per_minute: 60,
             burst: 1,
         };
-        let now = 7_000_000;
-        let busy: HashMap<IpAddr, i64> = (0..MAX_LOCAL_ADDRESSES as u32)
-            .map(|n| (IpAddr::from(n.to_be_bytes()), now + 500))
+        // Every entry went idle a minute ago but has not been pruned yet.
+        let now = now_ms();
+        let idle: HashMap<IpAddr, i64> = (0..MAX_LOCAL_ADDRESSES as u32)
+            .map(|n| (IpAddr::from(n.to_be_bytes()), now - 60_000))
             .collect();
-        let tats = Arc::new(Mutex::new(busy));
-        let limiter = IpRateLimiter::with_tats(&config, Tats::Local(tats.clone()));
+        let local = Arc::new(LocalTats {
+            by_address: Mutex::new(idle),
+            full_logged: AtomicBool::new(false),
+        });
+        let limiter = IpRateLimiter::with_tats(&config, Tats::Local(local.clone()));
         let newcomer = ip("2001:db8::1");
 
-        // Every tracked address is still limited, so none can make room.
-        assert_eq!(limiter.try_check(newcomer, now).await.unwrap(), Ok(()));
-        assert!(!tats.lock().unwrap().contains_key(&newcomer));
+        for _ in 0..3 {
+            assert_eq!(limiter.try_check(newcomer, now).await.unwrap(), Ok(()));
+        }
+        assert!(!local.by_address.lock().unwrap().contains_key(&newcomer));
+        assert!(local.full_logged.load(Ordering::Relaxed));
 
-        // Once they are idle, the next newcomer clears them and is tracked.
-        assert_eq!(
-            limiter.try_check(newcomer, now + 1_000).await.unwrap(),
-            Ok(())
-        );
-        let tats = tats.lock().unwrap();
-        assert_eq!(tats.len(), 1);
-        assert!(tats.contains_key(&newcomer));
+        limiter.forget_idle().await;
+        assert!(!local.full_logged.load(Ordering::Relaxed));
+        assert_eq!(limiter.try_check(newcomer, now).await.unwrap(), Ok(()));
+        let tracked = local.by_address.lock().unwrap();
+        assert_eq!(tracked.len(), 1);
+        assert!(tracked.contains_key(&newcomer));
     }
 }
