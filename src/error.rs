@@ -94,11 +94,36 @@ impl IntoResponse for AppError {
             }
         };
         if let Self::RateLimited { retry_after } = self {
-            let seconds = retry_after.as_secs().max(1).to_string();
+            // Rounded up: a client that waits the whole seconds given must
+            // find its allowance back.
+            let seconds = retry_after.as_nanos().div_ceil(1_000_000_000).max(1);
+            let seconds = seconds.to_string();
             if let Ok(value) = HeaderValue::from_str(&seconds) {
                 response.headers_mut().insert(header::RETRY_AFTER, value);
             }
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn retry_after(wait: Duration) -> String {
+        let response = AppError::RateLimited { retry_after: wait }.into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        response.headers()[header::RETRY_AFTER]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    #[test]
+    fn retry_after_rounds_up() {
+        assert_eq!(retry_after(Duration::from_millis(8_001)), "9");
+        assert_eq!(retry_after(Duration::from_secs(9)), "9");
+        assert_eq!(retry_after(Duration::from_millis(200)), "1");
+        assert_eq!(retry_after(Duration::ZERO), "1");
     }
 }

@@ -201,7 +201,7 @@ pub async fn limit_posts(State(state): State<AppState>, request: Request, next: 
     if let Some(ip) = ip
         && let Err(wait) = state.rate_limiter.check(ip).await
     {
-        tracing::warn!(client.ip = %ip, wait_seconds = wait.as_secs(), "sign-in rate limit reached");
+        tracing::warn!(client.ip = %ip, wait_ms = wait.as_millis(), "sign-in rate limit reached");
         return AppError::RateLimited { retry_after: wait }.into_response();
     }
     next.run(request).await
