@@ -96,8 +96,11 @@ impl IntoResponse for AppError {
         if let Self::RateLimited { retry_after } = self {
             // Rounded up: a client that waits the whole seconds given must
             // find its allowance back.
-            let seconds = retry_after.as_nanos().div_ceil(1_000_000_000).max(1);
-            let seconds = seconds.to_string();
+            let seconds = retry_after
+                .as_nanos()
+                .div_ceil(1_000_000_000)
+                .max(1)
+                .to_string();
             if let Ok(value) = HeaderValue::from_str(&seconds) {
                 response.headers_mut().insert(header::RETRY_AFTER, value);
             }

@@ -450,9 +450,6 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-/// Creates the database file and its folder, the file readable by its owner
-/// only, because it contains TOTP secrets. SQLite gives its -wal and -shm
-/// files the same permissions. An existing file is left as it is.
 /// Returns the file that the SQLite URL `url` names, or `None` when the
 /// database is in memory.
 pub fn sqlite_file(url: &str) -> anyhow::Result<Option<PathBuf>> {
@@ -462,6 +459,9 @@ pub fn sqlite_file(url: &str) -> anyhow::Result<Option<PathBuf>> {
     Ok((!in_memory).then(|| sqlite.get_filename().to_path_buf()))
 }
 
+/// Creates the database file and its folder, the file readable by its owner
+/// only, because it contains TOTP secrets. SQLite gives its -wal and -shm
+/// files the same permissions. An existing file is left as it is.
 fn prepare_sqlite_file(path: &Path) -> anyhow::Result<()> {
     if let Some(parent) = path.parent()
         && !parent.as_os_str().is_empty()

@@ -26,8 +26,8 @@ use crate::error::AppError;
 use crate::state::AppState;
 use crate::web::client_address::ClientAddress;
 
-/// Most addresses the in-memory state tracks: a table of about 33 MiB, by
-/// the layout of its entries. Requests from further addresses are let
+/// The maximum number of addresses in the in-memory table, which is then
+/// about 33 MiB by the layout of its entries. Requests from further addresses are let
 /// through until the next pruning, as with the database gone, and the
 /// lockout still guards each account.
 const MAX_LOCAL_ADDRESSES: usize = 500_000;
@@ -56,7 +56,8 @@ struct LocalTats {
 }
 
 impl IpRateLimiter {
-    /// Keeps the state in `pool` on PostgreSQL and in memory on SQLite.
+    /// Creates a limiter that keeps its state in `pool` on PostgreSQL and in
+    /// memory on SQLite.
     pub fn new(config: &RateLimitConfig, pool: DbPool) -> Self {
         let tats = match pool.engine() {
             Engine::Postgres => Tats::Shared(pool),
@@ -102,7 +103,7 @@ impl IpRateLimiter {
         let tat = tats.get(&ip).copied();
         let next = tat.map_or(now, |tat| tat.max(now)) + self.emission_ms;
         if next - now > self.tolerance_ms {
-            // Rejected, so the stored TAT is ahead of now (see `wait`).
+            // Only a stored TAT ahead of now can reject, so the fallback never applies.
             return Err(self.wait(tat.unwrap_or(now), now));
         }
         // Pruning here would scan the whole table for every new address

@@ -389,8 +389,8 @@ async fn sign_in_survives_restarts() {
     browser.close().await;
 }
 
-/// Always on PostgreSQL: on SQLite, where one instance serves alone, the
-/// allowance stays in that instance's memory.
+/// Runs on PostgreSQL whatever engine the other tests use, because on SQLite
+/// each instance keeps its allowance in its own memory.
 #[tokio::test]
 async fn rate_limit_shared_between_instances() {
     let Some(server) = server_or_skip() else {
