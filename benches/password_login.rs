@@ -152,7 +152,7 @@ fn main() {
 
     let share = alone.per_second / bound;
     println!(
-        "summary: password logins {:.1}/s = {:.0}% of the argon2id bound {bound:.1}/s ({cpus} threads; goal {:.0}% {}); by CPU time per login {:.0}%; p50 {}, p99 {}; {}{}",
+        "summary: password logins {:.1}/s = {:.0}% of the argon2id bound {bound:.1}/s ({cpus} threads; goal {:.0}% {}); by CPU time per login {:.0}%; p50 {}, p99 {}; {}, load driver {:.1}%{}",
         alone.per_second,
         share * 100.0,
         GOAL_SHARE * 100.0,
@@ -161,6 +161,7 @@ fn main() {
         millis(alone.latencies.percentile(50.0)),
         millis(alone.latencies.percentile(99.0)),
         alone.cpu.describe(),
+        alone.cpu.driver * 100.0,
         support::spread_note(
             bound_rates.iter().copied().fold(f64::MAX, f64::min),
             bound_rates.iter().copied().fold(0.0, f64::max)
@@ -298,12 +299,13 @@ impl LoginRun {
 
 fn report(label: &str, run: &LoginRun) {
     println!(
-        "password_login: {label} {:.1}/s ({} logins), p50 {}, p99 {}; {}",
+        "password_login: {label} {:.1}/s ({} logins), p50 {}, p99 {}; {}, load driver {:.1}%",
         run.per_second,
         run.latencies.count(),
         millis(run.latencies.percentile(50.0)),
         millis(run.latencies.percentile(99.0)),
-        run.cpu.describe()
+        run.cpu.describe(),
+        run.cpu.driver * 100.0
     );
 }
 
