@@ -16,6 +16,7 @@ use crate::state::AppState;
 use crate::{db, session, web};
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    let _serving = db::lock_for_serving(&config.database_url)?;
     let pool = db::connect(&config.database_url, &config.database).await?;
     if config.ldap.is_some() {
         reject_saved_saml_idp(&pool).await?;

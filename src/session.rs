@@ -1,6 +1,7 @@
 //! Server-side sessions: the store, the cookie, and the typed values kept in
 //! a session.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -52,14 +53,59 @@ impl SignedIn {
 /// Sessions in the `browser_sessions` table of the shared database, so any
 /// instance can continue a sign-in that another one started, and a restart
 /// loses none.
+///
+/// On SQLite the store also keeps copies of recently used sessions, so that
+/// the steps of a sign-in read their session without a statement. Only one
+/// instance serves a SQLite file and every change to a session goes through
+/// its store, so a copy cannot fall behind the table. Instances that share
+/// PostgreSQL change each other's sessions, so there every load reads the
+/// table.
 #[derive(Debug, Clone)]
 pub struct DbSessionStore {
     pool: DbPool,
+    recent: Option<Arc<RecentSessions>>,
+}
+
+/// Copies of recently used sessions, with locks that keep each copy and its
+/// row in step.
+#[derive(Debug)]
+struct RecentSessions {
+    copies: moka::sync::Cache<Id, Record>,
+    /// A session's row and its copy change together under the lock of its
+    /// stripe. Otherwise a load that read the row just before a sign-out
+    /// deleted it could store its copy just after, and the copy would bring
+    /// the session back.
+    stripes: Vec<tokio::sync::Mutex<()>>,
+}
+
+/// Sessions kept in memory: enough for every sign-in in progress on a busy
+/// instance, a few megabytes at most.
+const RECENT_SESSIONS: u64 = 4096;
+/// A copy unused this long is dropped even while there is room.
+const RECENT_IDLE: Duration = Duration::from_secs(600);
+const STRIPES: usize = 64;
+
+impl RecentSessions {
+    fn new() -> Self {
+        Self {
+            copies: moka::sync::Cache::builder()
+                .max_capacity(RECENT_SESSIONS)
+                .time_to_idle(RECENT_IDLE)
+                .build(),
+            stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+        }
+    }
+
+    fn stripe(&self, id: &Id) -> &tokio::sync::Mutex<()> {
+        &self.stripes[(id.0.unsigned_abs() % STRIPES as u128) as usize]
+    }
 }
 
 impl DbSessionStore {
     pub fn new(pool: DbPool) -> Self {
-        Self { pool }
+        let recent =
+            (pool.engine() == crate::db::Engine::Sqlite).then(|| Arc::new(RecentSessions::new()));
+        Self { pool, recent }
     }
 
     /// Sessions that have not expired, for capacity figures.
@@ -85,9 +131,9 @@ fn encode(record: &Record) -> session_store::Result<String> {
     serde_json::to_string(record).map_err(|error| session_store::Error::Encode(error.to_string()))
 }
 
-#[async_trait]
-impl SessionStore for DbSessionStore {
-    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
+/// The statements behind the store, without the copies.
+impl DbSessionStore {
+    async fn insert_new(&self, record: &mut Record) -> session_store::Result<()> {
         // A colliding id (2^-128) would overwrite another browser's session
         // under `save`, so creation only inserts and draws again on conflict.
         loop {
@@ -108,7 +154,7 @@ impl SessionStore for DbSessionStore {
         }
     }
 
-    async fn save(&self, record: &Record) -> session_store::Result<()> {
+    async fn upsert(&self, record: &Record) -> session_store::Result<()> {
         sqlx::query(
             "INSERT INTO browser_sessions (id_hash, record, expires_at) VALUES ($1, $2, $3) \
              ON CONFLICT (id_hash) DO UPDATE SET record = excluded.record, \
@@ -123,7 +169,7 @@ impl SessionStore for DbSessionStore {
         Ok(())
     }
 
-    async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
+    async fn select(&self, id: &Id) -> session_store::Result<Option<Record>> {
         let stored: Option<String> = sqlx::query_scalar(
             "SELECT record FROM browser_sessions WHERE id_hash = $1 AND expires_at > $2",
         )
@@ -140,13 +186,65 @@ impl SessionStore for DbSessionStore {
             .transpose()
     }
 
-    async fn delete(&self, id: &Id) -> session_store::Result<()> {
+    async fn delete_row(&self, id: &Id) -> session_store::Result<()> {
         sqlx::query("DELETE FROM browser_sessions WHERE id_hash = $1")
             .bind(id_hash(id))
             .execute(&self.pool)
             .await
             .map_err(backend)?;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl SessionStore for DbSessionStore {
+    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
+        self.insert_new(record).await?;
+        if let Some(recent) = &self.recent {
+            // No other request has seen a new id yet, so no lock is needed.
+            recent.copies.insert(record.id, record.clone());
+        }
+        Ok(())
+    }
+
+    async fn save(&self, record: &Record) -> session_store::Result<()> {
+        let Some(recent) = &self.recent else {
+            return self.upsert(record).await;
+        };
+        let _stripe = recent.stripe(&record.id).lock().await;
+        // The copy goes first, so that a write cut short by an error or by a
+        // dropped request leaves the next load to read the row.
+        recent.copies.invalidate(&record.id);
+        self.upsert(record).await?;
+        recent.copies.insert(record.id, record.clone());
+        Ok(())
+    }
+
+    async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
+        let Some(recent) = &self.recent else {
+            return self.select(id).await;
+        };
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        if let Some(copy) = recent.copies.get(id) {
+            // The same test as the statement's, so a copy expires with its row.
+            return Ok((copy.expiry_date.unix_timestamp() > now).then_some(copy));
+        }
+        let _stripe = recent.stripe(id).lock().await;
+        let stored = self.select(id).await?;
+        if let Some(record) = &stored {
+            recent.copies.insert(*id, record.clone());
+        }
+        Ok(stored)
+    }
+
+    async fn delete(&self, id: &Id) -> session_store::Result<()> {
+        let Some(recent) = &self.recent else {
+            return self.delete_row(id).await;
+        };
+        let _stripe = recent.stripe(id).lock().await;
+        // The copy goes first, as in `save`.
+        recent.copies.invalidate(id);
+        self.delete_row(id).await
     }
 }
 
@@ -252,6 +350,93 @@ mod tests {
             .unwrap();
         assert_eq!(keys, vec![id_hash(&saved.id)]);
         assert_ne!(keys[0], saved.id.to_string());
+    }
+
+    async fn remove_rows(store: &DbSessionStore) {
+        sqlx::query("DELETE FROM browser_sessions")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn sqlite_store_loads_saved_sessions_from_memory() {
+        let store = store().await;
+        let later = time::OffsetDateTime::now_utc() + time::Duration::minutes(5);
+        let mut saved = record(later);
+        store.create(&mut saved).await.unwrap();
+        saved
+            .data
+            .insert("auth.flow".into(), serde_json::json!({"step": "otp"}));
+        store.save(&saved).await.unwrap();
+        // With the rows gone, only the copy can return the session.
+        remove_rows(&store).await;
+        let loaded = store.load(&saved.id).await.unwrap().expect("copy");
+        assert_eq!(loaded.data, saved.data);
+
+        let without_copies = DbSessionStore {
+            pool: store.pool.clone(),
+            recent: None,
+        };
+        assert!(without_copies.load(&saved.id).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn deleted_session_does_not_load_again() {
+        let store = store().await;
+        let later = time::OffsetDateTime::now_utc() + time::Duration::minutes(5);
+        let mut saved = record(later);
+        store.create(&mut saved).await.unwrap();
+        assert!(store.load(&saved.id).await.unwrap().is_some());
+        store.delete(&saved.id).await.unwrap();
+        assert!(store.load(&saved.id).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn load_from_the_table_keeps_a_copy() {
+        let store = store().await;
+        let later = time::OffsetDateTime::now_utc() + time::Duration::minutes(5);
+        let mut saved = record(later);
+        // Written past the store, as after a restart: no copy yet.
+        let without_copies = DbSessionStore {
+            pool: store.pool.clone(),
+            recent: None,
+        };
+        without_copies.create(&mut saved).await.unwrap();
+        assert!(store.load(&saved.id).await.unwrap().is_some());
+        remove_rows(&store).await;
+        assert!(store.load(&saved.id).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn load_waits_for_a_delete_in_progress() {
+        let store = store().await;
+        let later = time::OffsetDateTime::now_utc() + time::Duration::minutes(5);
+        let mut saved = record(later);
+        DbSessionStore {
+            pool: store.pool.clone(),
+            recent: None,
+        }
+        .create(&mut saved)
+        .await
+        .unwrap();
+        let recent = store.recent.clone().expect("SQLite keeps copies");
+        // Holds the session's lock as a delete does while its statement runs.
+        let stripe = recent.stripe(&saved.id).lock().await;
+        let load = tokio::spawn({
+            let (store, id) = (store.clone(), saved.id);
+            async move { store.load(&id).await.unwrap() }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !load.is_finished(),
+            "the load read the row during the delete"
+        );
+        recent.copies.invalidate(&saved.id);
+        store.delete_row(&saved.id).await.unwrap();
+        drop(stripe);
+        assert!(load.await.unwrap().is_none());
+        assert!(recent.copies.get(&saved.id).is_none());
     }
 
     #[tokio::test]

@@ -459,6 +459,51 @@ pub fn sqlite_file(url: &str) -> anyhow::Result<Option<PathBuf>> {
     Ok((!in_memory).then(|| sqlite.get_filename().to_path_buf()))
 }
 
+/// An exclusive lock on a file beside a SQLite database, held while one
+/// instance serves it. Released when dropped or when the process exits.
+#[derive(Debug)]
+pub struct ServingLock {
+    _file: std::fs::File,
+}
+
+/// Takes the serving lock of the SQLite database at `url`, or returns
+/// `None` for PostgreSQL and in-memory databases. An instance on SQLite
+/// keeps the rate limit and copies of recent sessions in memory, which a
+/// second instance on the same file would not see. That instance could let
+/// an address through twice as often, or keep a session that the first one
+/// signed out.
+pub fn lock_for_serving(url: &str) -> anyhow::Result<Option<ServingLock>> {
+    if Engine::from_url(url)? != Engine::Sqlite {
+        return Ok(None);
+    }
+    let Some(database) = sqlite_file(url)? else {
+        return Ok(None);
+    };
+    prepare_sqlite_file(&database)?;
+    let mut name = database.clone().into_os_string();
+    name.push(".lock");
+    let path = PathBuf::from(name);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options
+        .open(&path)
+        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(ServingLock { _file: file })),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another unified-login instance is serving the SQLite database {}: \
+             stop that instance first, or move every instance to PostgreSQL \
+             to run several",
+            database.display()
+        ),
+        Err(std::fs::TryLockError::Error(error)) => {
+            Err(error).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
+}
+
 /// Creates the database file and its folder, the file readable by its owner
 /// only, because it contains TOTP secrets. SQLite gives its -wal and -shm
 /// files the same permissions. An existing file is left as it is.

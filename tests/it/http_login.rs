@@ -45,6 +45,16 @@ impl WebClient {
         }
     }
 
+    /// Returns the same browser, cookies included, talking to `broker`.
+    /// Cookies belong to the host and not the port, so the instances on
+    /// other loopback ports receive them.
+    pub fn at(&self, broker: &Broker) -> Self {
+        Self {
+            http: self.http.clone(),
+            base_url: broker.base_url.clone(),
+        }
+    }
+
     async fn read(response: reqwest::Response) -> Page {
         let status = response.status();
         let headers = response.headers().clone();

@@ -2,20 +2,21 @@
 //! front door that splits one sign-in between them, and one instance that
 //! restarts in the middle of a sign-in and after it.
 //!
-//! The browser is headless Chromium and the IdP is the pysaml2 peer. Both
-//! instances use the database that the harness picks, so these tests run on
-//! one shared SQLite file, or on PostgreSQL when `TEST_POSTGRES_URL`
-//! is set. When Chromium or the IdP is missing, a test prints a line to
-//! stderr and passes, except under CI, where it fails.
+//! The browser is headless Chromium and the IdP is the pysaml2 peer. Tests
+//! with two instances run on PostgreSQL whatever engine the other tests
+//! use, because only one instance may serve a SQLite file. The restart
+//! test uses the database that the harness picks. When Chromium, the IdP or
+//! PostgreSQL is missing, a test prints a line to stderr and passes, except
+//! under CI, where it fails.
 
 use fantoccini::Locator;
 use reqwest::StatusCode;
-use reqwest::header::{CONTENT_TYPE, LOCATION};
+use reqwest::header::{CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
 use serde_json::Value;
 
 use crate::chromium::{Browser, JavaScript};
 use crate::database::PostgresDatabase;
-use crate::harness::{Broker, Options, csrf_token};
+use crate::harness::{Broker, Options, PASSWORD, csrf_token};
 use crate::http_login::WebClient;
 use crate::outage::server_or_skip;
 use crate::peers::front_door::{FrontDoor, Instance};
@@ -24,7 +25,9 @@ use crate::provider_browser::{
     Endpoints, LoopbackRedirect, NATIVE, NATIVE_CALLBACK_PATH, NativeAuthorization, http_client,
     refresh, token_request, userinfo_status,
 };
-use crate::saml_flow::{IdpFields, SamlSetup, add_cl_auth_user, configure_idp, setup};
+use crate::saml_flow::{
+    IdpFields, SamlSetup, add_cl_auth_user, configure_idp, serve_until_exit, setup,
+};
 
 const EMAIL: &str = pysaml2::JANE.email;
 
@@ -54,15 +57,19 @@ struct Pair {
     a: Broker,
     b: Broker,
     idp: Pysaml2Idp,
+    /// Dropped last, after both instances have stopped.
+    _database: PostgresDatabase,
 }
 
 /// Starts instance A, then instance B on A's database and config, both with
 /// the front door's URL as `public_url`. The front door sends every request
 /// to A until the test sets routes.
 async fn start_pair() -> Option<Pair> {
+    let database = PostgresDatabase::create(&server_or_skip()?);
     let front = FrontDoor::start().await;
     let mut a = Broker::prepare(Options {
         public_url: Some(front.base_url.clone()),
+        database_url: Some(database.url()),
         ..Options::default()
     });
     let idp = Pysaml2Idp::start(&front.url("/saml/metadata"), &front.url("/saml/acs"))?;
@@ -83,7 +90,13 @@ async fn start_pair() -> Option<Pair> {
     b.serve();
     front.set_backend(Instance::A, &a.base_url);
     front.set_backend(Instance::B, &b.base_url);
-    Some(Pair { front, a, b, idp })
+    Some(Pair {
+        front,
+        a,
+        b,
+        idp,
+        _database: database,
+    })
 }
 
 impl Pair {
@@ -434,4 +447,111 @@ async fn rate_limit_shared_between_instances() {
         "{}",
         limited.body
     );
+}
+
+/// A sign-out on one instance ends the session on the other, which must
+/// read the session from the database rather than from a copy it kept.
+#[tokio::test]
+async fn sign_out_reaches_other_instance() {
+    let Some(server) = server_or_skip() else {
+        return;
+    };
+    let database = PostgresDatabase::create(&server);
+    let mut a = Broker::prepare(Options {
+        database_url: Some(database.url()),
+        ..Options::default()
+    });
+    a.add_user("jdoe", "jane@example.com");
+    a.serve();
+    let mut b = Broker::prepare_sibling(&a);
+    b.serve();
+
+    let on_a = WebClient::new(&a);
+    let signed_in = on_a.sign_in("jane@example.com", PASSWORD).await;
+    assert_eq!(
+        signed_in.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        signed_in.body
+    );
+    assert_eq!(on_a.get("/account").await.status, StatusCode::OK, "on A");
+    let on_b = on_a.at(&b);
+    assert_eq!(on_b.get("/account").await.status, StatusCode::OK, "on B");
+
+    // The sign-out clears the browser's cookie, so the old one is sent
+    // again by hand, as a copied cookie would be.
+    let cookie = signed_in
+        .headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .find(|value| value.starts_with("unified_login_session="))
+        .and_then(|value| value.split(';').next())
+        .expect("session cookie at sign-in")
+        .to_owned();
+    let logout = on_b.submit("/account", "/logout", &[]).await;
+    assert_eq!(logout.location(), "/login?signed_out=1");
+
+    let after = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("HTTP client")
+        .get(a.url("/account"))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .expect("GET /account on A");
+    assert_eq!(
+        after.status(),
+        StatusCode::SEE_OTHER,
+        "A still shows the account after the sign-out on B"
+    );
+    let location = after.headers()[LOCATION].to_str().expect("Location");
+    assert!(location.starts_with("/login"), "{location}");
+}
+
+/// Only one instance may serve a SQLite file, because it keeps the rate
+/// limit and copies of sessions in memory. A second start fails with the
+/// reason, and the first instance keeps serving.
+#[tokio::test]
+async fn second_instance_on_sqlite_file_fails_start() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let file = dir.path().join("shared.db");
+    let mut a = Broker::prepare(Options {
+        database_url: Some(format!("sqlite://{}", file.display())),
+        ..Options::default()
+    });
+    a.serve();
+    let b = Broker::prepare_sibling(&a);
+
+    let output = serve_until_exit(&b.config_path, b.data_dir());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "exit status; stderr: {stderr}"
+    );
+    assert!(
+        stderr.contains("another unified-login instance is serving"),
+        "says why: {stderr}"
+    );
+    assert!(
+        stderr.contains(&*file.to_string_lossy()),
+        "names the file: {stderr}"
+    );
+    assert!(stderr.contains("PostgreSQL"), "names the way out: {stderr}");
+
+    let ready = reqwest::get(a.url("/readyz")).await.expect("GET /readyz");
+    assert_eq!(
+        ready.status(),
+        StatusCode::OK,
+        "the first instance serves on"
+    );
+
+    // Once the first instance stops, another may take the file over.
+    a.stop();
+    let mut c = Broker::prepare_sibling(&a);
+    c.serve();
+    let ready = reqwest::get(c.url("/readyz")).await.expect("GET /readyz");
+    assert_eq!(ready.status(), StatusCode::OK, "the next instance serves");
 }

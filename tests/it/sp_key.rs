@@ -3,6 +3,9 @@
 //! key. The first start after an upgrade imports the key files that earlier
 //! versions created at the default path.
 //!
+//! Tests with two instances at once run on PostgreSQL whatever engine the
+//! other tests use, because only one instance may serve a SQLite file.
+//!
 //! Most tests check the signatures here as an IdP checks the HTTP-Redirect
 //! binding, against the certificate in the SP metadata, so they need no IdP
 //! process, and their IdP settings point at a closed port that is never
@@ -15,7 +18,9 @@ use openssl::x509::X509;
 use reqwest::StatusCode;
 use unified_login::connector::saml::sp_keys::generate_self_signed;
 
+use crate::database::PostgresDatabase;
 use crate::harness::{Broker, Options};
+use crate::outage::server_or_skip;
 use crate::peers::simplesamlphp::{Signing, SimpleSamlPhp};
 use crate::saml_flow::{Client, IdpFields, add_cl_auth_user, configure_idp};
 
@@ -24,8 +29,8 @@ const RSA_SHA256: &str = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256";
 
 /// Prepares a broker with an IdP configured and `jane` enabled for CL Auth,
 /// without starting it.
-fn prepare_with_idp() -> Broker {
-    let broker = Broker::prepare(Options::default());
+fn prepare_with_idp(options: Options) -> Broker {
+    let broker = Broker::prepare(options);
     configure_idp(
         &broker,
         &IdpFields {
@@ -128,7 +133,14 @@ fn write_default_key_files(broker: &Broker, common_name: &str) -> X509 {
 
 #[tokio::test]
 async fn instances_sign_with_one_sp_key() {
-    let mut a = prepare_with_idp();
+    let Some(server) = server_or_skip() else {
+        return;
+    };
+    let database = PostgresDatabase::create(&server);
+    let mut a = prepare_with_idp(Options {
+        database_url: Some(database.url()),
+        ..Options::default()
+    });
     a.serve();
     let mut b = Broker::prepare_sibling(&a);
     b.serve();
@@ -167,7 +179,7 @@ async fn instances_sign_with_one_sp_key() {
 
 #[tokio::test]
 async fn default_key_files_imported_on_upgrade() {
-    let mut a = prepare_with_idp();
+    let mut a = prepare_with_idp(Options::default());
     let imported = write_default_key_files(&a, "upgraded-instance");
     a.serve();
 
@@ -189,7 +201,9 @@ async fn default_key_files_imported_on_upgrade() {
         "the imported key signs: {redirect}"
     );
 
-    // A second instance with its own, different files uses the imported pair.
+    // A second instance with its own, different files uses the imported
+    // pair. It takes over from the first, which may share a SQLite file.
+    a.stop();
     let mut b = Broker::prepare_sibling(&a);
     let ignored = write_default_key_files(&b, "other-instance");
     b.serve();
@@ -267,7 +281,14 @@ fn with_signature_of(redirect_url: &str, other_url: &str) -> String {
 
 #[tokio::test]
 async fn simplesamlphp_accepts_both_instances() {
-    let mut a = Broker::prepare(Options::default());
+    let Some(server) = server_or_skip() else {
+        return;
+    };
+    let database = PostgresDatabase::create(&server);
+    let mut a = Broker::prepare(Options {
+        database_url: Some(database.url()),
+        ..Options::default()
+    });
     add_cl_auth_user(&a, "jane", EMAIL);
     a.serve();
     let certificate = metadata_certificate(&a).await;
