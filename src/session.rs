@@ -353,6 +353,18 @@ mod tests {
         assert_ne!(keys[0], saved.id.to_string());
     }
 
+    /// A store on the same database that keeps no copies, as on PostgreSQL.
+    fn without_copies(store: &DbSessionStore) -> DbSessionStore {
+        DbSessionStore {
+            pool: store.pool.clone(),
+            recent: None,
+        }
+    }
+
+    fn unexpired_record() -> Record {
+        record(time::OffsetDateTime::now_utc() + time::Duration::minutes(5))
+    }
+
     async fn remove_rows(store: &DbSessionStore) {
         sqlx::query("DELETE FROM browser_sessions")
             .execute(&store.pool)
@@ -363,8 +375,7 @@ mod tests {
     #[tokio::test]
     async fn sqlite_store_loads_saved_sessions_from_memory() {
         let store = store().await;
-        let later = time::OffsetDateTime::now_utc() + time::Duration::minutes(5);
-        let mut saved = record(later);
+        let mut saved = unexpired_record();
         store.create(&mut saved).await.unwrap();
         saved
             .data
@@ -375,18 +386,19 @@ mod tests {
         let loaded = store.load(&saved.id).await.unwrap().expect("copy");
         assert_eq!(loaded.data, saved.data);
 
-        let without_copies = DbSessionStore {
-            pool: store.pool.clone(),
-            recent: None,
-        };
-        assert!(without_copies.load(&saved.id).await.unwrap().is_none());
+        assert!(
+            without_copies(&store)
+                .load(&saved.id)
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[tokio::test]
     async fn deleted_session_does_not_load_again() {
         let store = store().await;
-        let later = time::OffsetDateTime::now_utc() + time::Duration::minutes(5);
-        let mut saved = record(later);
+        let mut saved = unexpired_record();
         store.create(&mut saved).await.unwrap();
         assert!(store.load(&saved.id).await.unwrap().is_some());
         store.delete(&saved.id).await.unwrap();
@@ -396,14 +408,9 @@ mod tests {
     #[tokio::test]
     async fn load_from_the_table_keeps_a_copy() {
         let store = store().await;
-        let later = time::OffsetDateTime::now_utc() + time::Duration::minutes(5);
-        let mut saved = record(later);
+        let mut saved = unexpired_record();
         // Written past the store, as after a restart: no copy yet.
-        let without_copies = DbSessionStore {
-            pool: store.pool.clone(),
-            recent: None,
-        };
-        without_copies.create(&mut saved).await.unwrap();
+        without_copies(&store).create(&mut saved).await.unwrap();
         assert!(store.load(&saved.id).await.unwrap().is_some());
         remove_rows(&store).await;
         assert!(store.load(&saved.id).await.unwrap().is_some());
@@ -412,15 +419,8 @@ mod tests {
     #[tokio::test]
     async fn load_waits_for_a_delete_in_progress() {
         let store = store().await;
-        let later = time::OffsetDateTime::now_utc() + time::Duration::minutes(5);
-        let mut saved = record(later);
-        DbSessionStore {
-            pool: store.pool.clone(),
-            recent: None,
-        }
-        .create(&mut saved)
-        .await
-        .unwrap();
+        let mut saved = unexpired_record();
+        without_copies(&store).create(&mut saved).await.unwrap();
         let recent = store.recent.clone().expect("SQLite keeps copies");
         // Holds the session's lock as a delete does while its statement runs.
         let stripe = recent.stripe(&saved.id).lock().await;

@@ -18,7 +18,7 @@ use crate::chromium::{Browser, JavaScript};
 use crate::database::PostgresDatabase;
 use crate::harness::{Broker, Options, PASSWORD, csrf_token};
 use crate::http_login::WebClient;
-use crate::outage::server_or_skip;
+use crate::outage::postgres_options;
 use crate::peers::front_door::{FrontDoor, Instance};
 use crate::peers::pysaml2::{self, Pysaml2Idp};
 use crate::provider_browser::{
@@ -65,12 +65,11 @@ struct Pair {
 /// the front door's URL as `public_url`. The front door sends every request
 /// to A until the test sets routes.
 async fn start_pair() -> Option<Pair> {
-    let database = PostgresDatabase::create(&server_or_skip()?);
+    let (database, options) = postgres_options()?;
     let front = FrontDoor::start().await;
     let mut a = Broker::prepare(Options {
         public_url: Some(front.base_url.clone()),
-        database_url: Some(database.url()),
-        ..Options::default()
+        ..options
     });
     let idp = Pysaml2Idp::start(&front.url("/saml/metadata"), &front.url("/saml/acs"))?;
     configure_idp(
@@ -406,15 +405,13 @@ async fn sign_in_survives_restarts() {
 /// each instance keeps its allowance in its own memory.
 #[tokio::test]
 async fn rate_limit_shared_between_instances() {
-    let Some(server) = server_or_skip() else {
+    let Some((_database, options)) = postgres_options() else {
         return;
     };
-    let database = PostgresDatabase::create(&server);
     let mut a = Broker::prepare(Options {
-        database_url: Some(database.url()),
         per_ip_per_minute: 1,
         burst: 2,
-        ..Options::default()
+        ..options
     });
     a.serve();
     let mut b = Broker::prepare_sibling(&a);
@@ -453,14 +450,10 @@ async fn rate_limit_shared_between_instances() {
 /// read the session from the database rather than from a copy it kept.
 #[tokio::test]
 async fn sign_out_reaches_other_instance() {
-    let Some(server) = server_or_skip() else {
+    let Some((_database, options)) = postgres_options() else {
         return;
     };
-    let database = PostgresDatabase::create(&server);
-    let mut a = Broker::prepare(Options {
-        database_url: Some(database.url()),
-        ..Options::default()
-    });
+    let mut a = Broker::prepare(options);
     a.add_user("jdoe", "jane@example.com");
     a.serve();
     let mut b = Broker::prepare_sibling(&a);

@@ -133,6 +133,18 @@ pub fn server_or_skip() -> Option<String> {
     server
 }
 
+/// Creates a fresh PostgreSQL database and returns it with broker options
+/// that point at it, or `None` after `server_or_skip` reported the skip.
+/// The database goes when dropped, so keep it until the brokers stop.
+pub fn postgres_options() -> Option<(PostgresDatabase, Options)> {
+    let database = PostgresDatabase::create(&server_or_skip()?);
+    let options = Options {
+        database_url: Some(database.url()),
+        ..Options::default()
+    };
+    Some((database, options))
+}
+
 async fn get(client: &WebClient, path: &str) -> Page {
     tokio::time::timeout(HANG_GUARD, client.get(path))
         .await

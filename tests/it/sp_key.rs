@@ -18,9 +18,8 @@ use openssl::x509::X509;
 use reqwest::StatusCode;
 use unified_login::connector::saml::sp_keys::generate_self_signed;
 
-use crate::database::PostgresDatabase;
 use crate::harness::{Broker, Options};
-use crate::outage::server_or_skip;
+use crate::outage::postgres_options;
 use crate::peers::simplesamlphp::{Signing, SimpleSamlPhp};
 use crate::saml_flow::{Client, IdpFields, add_cl_auth_user, configure_idp};
 
@@ -133,14 +132,10 @@ fn write_default_key_files(broker: &Broker, common_name: &str) -> X509 {
 
 #[tokio::test]
 async fn instances_sign_with_one_sp_key() {
-    let Some(server) = server_or_skip() else {
+    let Some((_database, options)) = postgres_options() else {
         return;
     };
-    let database = PostgresDatabase::create(&server);
-    let mut a = prepare_with_idp(Options {
-        database_url: Some(database.url()),
-        ..Options::default()
-    });
+    let mut a = prepare_with_idp(options);
     a.serve();
     let mut b = Broker::prepare_sibling(&a);
     b.serve();
@@ -281,14 +276,10 @@ fn with_signature_of(redirect_url: &str, other_url: &str) -> String {
 
 #[tokio::test]
 async fn simplesamlphp_accepts_both_instances() {
-    let Some(server) = server_or_skip() else {
+    let Some((_database, options)) = postgres_options() else {
         return;
     };
-    let database = PostgresDatabase::create(&server);
-    let mut a = Broker::prepare(Options {
-        database_url: Some(database.url()),
-        ..Options::default()
-    });
+    let mut a = Broker::prepare(options);
     add_cl_auth_user(&a, "jane", EMAIL);
     a.serve();
     let certificate = metadata_certificate(&a).await;
