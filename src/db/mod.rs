@@ -479,10 +479,16 @@ pub fn lock_for_serving(url: &str) -> anyhow::Result<Option<ServingLock>> {
     let Some(database) = sqlite_file(url)? else {
         return Ok(None);
     };
+
     prepare_sqlite_file(&database)?;
+    // The lock goes by the real file, so that two symbolic links to one
+    // database share it.
+    let database = std::fs::canonicalize(&database)
+        .with_context(|| format!("cannot resolve the path {}", database.display()))?;
     let mut name = database.clone().into_os_string();
     name.push(".lock");
     let path = PathBuf::from(name);
+
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(false);
     #[cfg(unix)]
@@ -490,13 +496,22 @@ pub fn lock_for_serving(url: &str) -> anyhow::Result<Option<ServingLock>> {
     let file = options
         .open(&path)
         .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+    // A lock file left readable by others would let another account hold it
+    // and keep the service from starting.
+    #[cfg(unix)]
+    file.set_permissions(
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+    )
+    .with_context(|| format!("cannot make {} private to its owner", path.display()))?;
+
     match file.try_lock() {
         Ok(()) => Ok(Some(ServingLock { _file: file })),
         Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
-            "another unified-login instance is serving the SQLite database {}: \
-             stop that instance first, or move every instance to PostgreSQL \
-             to run several",
-            database.display()
+            "another unified-login instance is serving the SQLite database {}, \
+             because it holds the lock on {}: stop that instance first, or move \
+             every instance to PostgreSQL to run several",
+            database.display(),
+            path.display()
         ),
         Err(std::fs::TryLockError::Error(error)) => {
             Err(error).with_context(|| format!("cannot lock {}", path.display()))

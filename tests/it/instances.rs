@@ -534,6 +534,25 @@ async fn second_instance_on_sqlite_file_fails_start() {
     );
     assert!(stderr.contains("PostgreSQL"), "names the way out: {stderr}");
 
+    // Another name for the same file shares its lock.
+    let link = dir.path().join("link.db");
+    std::os::unix::fs::symlink(&file, &link).expect("symbolic link");
+    let through_link = Broker::prepare(Options {
+        database_url: Some(format!("sqlite://{}", link.display())),
+        ..Options::default()
+    });
+    let output = serve_until_exit(&through_link.config_path, through_link.data_dir());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "exit status through a link; stderr: {stderr}"
+    );
+    assert!(
+        stderr.contains(&*file.to_string_lossy()),
+        "names the real file: {stderr}"
+    );
+
     let ready = reqwest::get(a.url("/readyz")).await.expect("GET /readyz");
     assert_eq!(
         ready.status(),
