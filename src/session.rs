@@ -353,7 +353,8 @@ mod tests {
         assert_ne!(keys[0], saved.id.to_string());
     }
 
-    /// A store on the same database that keeps no copies, as on PostgreSQL.
+    /// Returns a store on the same database that keeps no copies, as on
+    /// PostgreSQL.
     fn without_copies(store: &DbSessionStore) -> DbSessionStore {
         DbSessionStore {
             pool: store.pool.clone(),
@@ -409,7 +410,8 @@ mod tests {
     async fn load_from_the_table_keeps_a_copy() {
         let store = store().await;
         let mut saved = unexpired_record();
-        // Written past the store, as after a restart: no copy yet.
+        // Written by a store without copies, as after a restart, so no copy
+        // exists yet.
         without_copies(&store).create(&mut saved).await.unwrap();
         assert!(store.load(&saved.id).await.unwrap().is_some());
         remove_rows(&store).await;

@@ -517,13 +517,7 @@ async fn second_instance_on_sqlite_file_fails_start() {
     a.serve();
     let b = Broker::prepare_sibling(&a);
 
-    let output = serve_until_exit(&b.config_path, b.data_dir());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "exit status; stderr: {stderr}"
-    );
+    let stderr = failed_start(&b);
     assert!(
         stderr.contains("another unified-login instance is serving"),
         "says why: {stderr}"
@@ -541,13 +535,7 @@ async fn second_instance_on_sqlite_file_fails_start() {
         database_url: Some(format!("sqlite://{}", link.display())),
         ..Options::default()
     });
-    let output = serve_until_exit(&through_link.config_path, through_link.data_dir());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "exit status through a link; stderr: {stderr}"
-    );
+    let stderr = failed_start(&through_link);
     assert!(
         stderr.contains(&*file.to_string_lossy()),
         "names the real file: {stderr}"
@@ -566,4 +554,17 @@ async fn second_instance_on_sqlite_file_fails_start() {
     c.serve();
     let ready = reqwest::get(c.url("/readyz")).await.expect("GET /readyz");
     assert_eq!(ready.status(), StatusCode::OK, "the next instance serves");
+}
+
+/// Runs `serve` for `broker`, checks that it exits with status 1, and
+/// returns its standard error.
+fn failed_start(broker: &Broker) -> String {
+    let output = serve_until_exit(&broker.config_path, broker.data_dir());
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "exit status; stderr: {stderr}"
+    );
+    stderr
 }
