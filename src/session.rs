@@ -145,7 +145,7 @@ impl DbSessionStore {
             .bind(id_hash(&record.id))
             .bind(encode(record)?)
             .bind(record.expiry_date.unix_timestamp())
-            .execute(&self.pool)
+            .execute(self.pool.inline())
             .await
             .map_err(backend)?;
             if inserted.rows_affected() == 1 {
@@ -164,7 +164,7 @@ impl DbSessionStore {
         .bind(id_hash(&record.id))
         .bind(encode(record)?)
         .bind(record.expiry_date.unix_timestamp())
-        .execute(&self.pool)
+        .execute(self.pool.inline())
         .await
         .map_err(backend)?;
         Ok(())
@@ -176,7 +176,7 @@ impl DbSessionStore {
         )
         .bind(id_hash(id))
         .bind(time::OffsetDateTime::now_utc().unix_timestamp())
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.pool.inline())
         .await
         .map_err(backend)?;
         stored
@@ -190,7 +190,7 @@ impl DbSessionStore {
     async fn delete_row(&self, id: &Id) -> session_store::Result<()> {
         sqlx::query("DELETE FROM browser_sessions WHERE id_hash = $1")
             .bind(id_hash(id))
-            .execute(&self.pool)
+            .execute(self.pool.inline())
             .await
             .map_err(backend)?;
         Ok(())

@@ -5,9 +5,10 @@
 //! hold one pool type and write their SQL once: `$1`-style placeholders,
 //! integer flags and Unix-second timestamps, which both engines read alike.
 
+mod inline;
 mod pool;
 
-pub use pool::{DbConnection, DbPool, DbTransaction};
+pub use pool::{DbConnection, DbPool, DbTransaction, Inline};
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -202,14 +203,17 @@ pub async fn open(url: &str, config: &DatabaseConfig) -> anyhow::Result<DbPool> 
     let opened = match engine {
         Engine::Sqlite => {
             // An in-memory database exists once per connection, so it must not be pooled.
-            let size = match sqlite_file(url)? {
+            let (size, file) = match sqlite_file(url)? {
                 Some(path) => {
                     prepare_sqlite_file(&path)?;
-                    max_connections
+                    // Statements on the calling thread open the file for
+                    // writing, so a read-only URL keeps them all on the pool.
+                    let writable = !url.contains("mode=ro");
+                    (max_connections, writable.then_some(path))
                 }
-                None => 1,
+                None => (1, None),
             };
-            DbPool::embedded(options, size as usize, acquire_timeout).await
+            DbPool::embedded(options, size as usize, acquire_timeout, file.as_deref()).await
         }
         Engine::Postgres => {
             let milliseconds = config.statement_timeout_seconds.max(1) * 1000;

@@ -13,13 +13,15 @@
 use std::fmt;
 use std::future::Future;
 use std::ops::{Deref, DerefMut};
+use std::path::Path;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool::managed::{self, Metrics, Object, PoolError, QueueMode, RecycleResult};
 use either::Either;
 use futures_util::{Stream, TryStreamExt as _};
-use sqlx::any::{AnyConnectOptions, AnyQueryResult, AnyRow, AnyTypeInfo};
+use sqlx::any::{AnyArguments, AnyConnectOptions, AnyQueryResult, AnyRow, AnyTypeInfo};
 use sqlx::pool::PoolConnection;
 use sqlx::{
     Any, AnyConnection, AnyPool, Connection as _, Database, Describe, Execute, Executor,
@@ -27,6 +29,8 @@ use sqlx::{
 };
 
 use super::Engine;
+use super::begin_write;
+use super::inline::{InlineSqlite, Results, may_hold_several};
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 type BoxStream<'a, T> = Pin<Box<dyn Stream<Item = T> + Send + 'a>>;
@@ -36,6 +40,8 @@ type BoxStream<'a, T> = Pin<Box<dyn Stream<Item = T> + Send + 'a>>;
 #[derive(Clone)]
 pub struct DbPool {
     inner: Inner,
+    /// Connections for `inline`, on a SQLite file only.
+    inline: Option<Arc<InlineSqlite>>,
 }
 
 #[derive(Clone)]
@@ -59,15 +65,19 @@ impl DbPool {
     pub(super) fn server(pool: AnyPool) -> Self {
         Self {
             inner: Inner::Server(pool),
+            inline: None,
         }
     }
 
     /// Opens a pool of at most `size` SQLite connections made from
     /// `options`, and opens the first one so that a bad path fails here.
+    /// With the database's `file`, it also opens as many connections for
+    /// `inline`.
     pub(super) async fn embedded(
         options: AnyConnectOptions,
         size: usize,
         acquire_timeout: Duration,
+        file: Option<&Path>,
     ) -> Result<Self, sqlx::Error> {
         let pool = managed::Pool::builder(SqliteConnections { options })
             .max_size(size)
@@ -83,10 +93,21 @@ impl DbPool {
             .queue_mode(QueueMode::Lifo)
             .build()
             .map_err(|error| sqlx::Error::Configuration(error.into()))?;
-        let pool = Self {
+        let mut pool = Self {
             inner: Inner::Embedded(pool),
+            inline: None,
         };
+        // The first connection creates the file and turns on WAL mode,
+        // which the inline connections expect.
         drop(pool.acquire().await?);
+        if let Some(file) = file {
+            let inline = InlineSqlite::open(file, size).map_err(|error| {
+                sqlx::Error::Configuration(
+                    format!("cannot open {}: {error}", file.display()).into(),
+                )
+            })?;
+            pool.inline = Some(Arc::new(inline));
+        }
         Ok(pool)
     }
 
@@ -102,6 +123,15 @@ impl DbPool {
             Inner::Server(pool) => pool.options().get_max_connections(),
             Inner::Embedded(pool) => pool.status().max_size as u32,
         }
+    }
+
+    /// An executor for statements that read or write a few rows by key.
+    /// On a SQLite file they run on the calling thread, without the
+    /// hand-off to a worker thread and back; anything that may read many
+    /// rows must use the pool itself, because it would hold up the async
+    /// runtime meanwhile.
+    pub fn inline(&self) -> Inline<'_> {
+        Inline { pool: self }
     }
 
     /// Takes a connection for several statements in a row.
@@ -350,6 +380,159 @@ impl<'p> Executor<'p> for &'p DbPool {
         Box::pin(async move { self.acquire().await?.describe(sql).await })
     }
 }
+/// The executor that `DbPool::inline` returns.
+#[derive(Clone, Copy)]
+pub struct Inline<'p> {
+    pool: &'p DbPool,
+}
+
+impl fmt::Debug for Inline<'_> {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("Inline")
+            .field("pool", self.pool)
+            .finish()
+    }
+}
+
+impl<'p> Inline<'p> {
+    /// Runs `query` on one of the pool's inline connections, or says where
+    /// it goes instead.
+    fn run<'q, E>(self, mut query: E, limit: Option<usize>) -> Result<Results, Fallback<'q, E>>
+    where
+        E: 'q + Execute<'q, Any>,
+    {
+        let Some(inline) = &self.pool.inline else {
+            return Err(Fallback::Untouched(query));
+        };
+        let sql = query.sql();
+        let persistent = query.persistent();
+        let arguments = match query.take_arguments() {
+            Ok(arguments) => arguments,
+            Err(error) => return Err(Fallback::Failed(sqlx::Error::Encode(error))),
+        };
+        let values = arguments
+            .as_ref()
+            .map_or(&[][..], |arguments| &arguments.values.0[..]);
+        match inline.run(sql, values, limit) {
+            Some(Ok(results)) => Ok(results),
+            Some(Err(error)) => Err(Fallback::Failed(error)),
+            None => Err(Fallback::Pool {
+                query: sqlx::query_with(sql, arguments.unwrap_or_default()).persistent(persistent),
+                several: may_hold_several(sql),
+            }),
+        }
+    }
+}
+
+/// Where a statement goes when it did not run inline.
+enum Fallback<'q, E> {
+    /// The pool has no inline connections, so the query goes to it as it is.
+    Untouched(E),
+    /// The inline connections were all in use or the database was locked.
+    /// The query's arguments are taken out, so it is rebuilt. Several
+    /// statements run in one transaction, as they would have inline.
+    Pool {
+        query: sqlx::query::Query<'q, Any, AnyArguments<'q>>,
+        several: bool,
+    },
+    Failed(sqlx::Error),
+}
+
+/// Statements run when the returned stream or future is first polled, as
+/// on the pool, so that one dropped unpolled changes nothing.
+impl<'p> Executor<'p> for Inline<'p> {
+    type Database = Any;
+
+    fn fetch_many<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> BoxStream<'e, Result<Either<AnyQueryResult, AnyRow>, sqlx::Error>>
+    where
+        'p: 'e,
+        E: 'q + Execute<'q, Any>,
+    {
+        Box::pin(async_stream::try_stream! {
+            match self.run(query, None) {
+                Ok(results) => {
+                    for result in results {
+                        yield result;
+                    }
+                }
+                Err(Fallback::Untouched(query)) => {
+                    let mut results = self.pool.fetch_many(query);
+                    while let Some(result) = results.try_next().await? {
+                        yield result;
+                    }
+                }
+                Err(Fallback::Pool { query, several: false }) => {
+                    let mut results = self.pool.fetch_many(query);
+                    while let Some(result) = results.try_next().await? {
+                        yield result;
+                    }
+                }
+                Err(Fallback::Pool { query, several: true }) => {
+                    let mut transaction = begin_write(self.pool).await?;
+                    let results: Vec<_> = (&mut *transaction).fetch_many(query).try_collect().await?;
+                    transaction.commit().await?;
+                    for result in results {
+                        yield result;
+                    }
+                }
+                Err(Fallback::Failed(error)) => Err(error)?,
+            }
+        })
+    }
+
+    fn fetch_optional<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> BoxFuture<'e, Result<Option<AnyRow>, sqlx::Error>>
+    where
+        'p: 'e,
+        E: 'q + Execute<'q, Any>,
+    {
+        Box::pin(async move {
+            match self.run(query, Some(1)) {
+                Ok(results) => Ok(results.into_iter().find_map(Either::right)),
+                Err(Fallback::Untouched(query)) => self.pool.fetch_optional(query).await,
+                Err(Fallback::Pool {
+                    query,
+                    several: false,
+                }) => self.pool.fetch_optional(query).await,
+                Err(Fallback::Pool {
+                    query,
+                    several: true,
+                }) => {
+                    let mut transaction = begin_write(self.pool).await?;
+                    let row = (&mut *transaction).fetch_optional(query).await?;
+                    transaction.commit().await?;
+                    Ok(row)
+                }
+                Err(Fallback::Failed(error)) => Err(error),
+            }
+        })
+    }
+
+    fn prepare_with<'e, 'q: 'e>(
+        self,
+        sql: &'q str,
+        parameters: &'e [AnyTypeInfo],
+    ) -> BoxFuture<'e, Result<<Any as Database>::Statement<'q>, sqlx::Error>>
+    where
+        'p: 'e,
+    {
+        self.pool.prepare_with(sql, parameters)
+    }
+
+    fn describe<'e, 'q: 'e>(self, sql: &'q str) -> BoxFuture<'e, Result<Describe<Any>, sqlx::Error>>
+    where
+        'p: 'e,
+    {
+        self.pool.describe(sql)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::future::Future;

@@ -81,7 +81,7 @@ impl UserStore for SqlDirectory {
         );
         let row = sqlx::query(&sql)
             .bind(key)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool.inline())
             .await?;
         Ok(row.as_ref().map(user_from_row).transpose()?)
     }
@@ -90,7 +90,7 @@ impl UserStore for SqlDirectory {
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
         let row = sqlx::query(&sql)
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool.inline())
             .await?;
         Ok(row.as_ref().map(user_from_row).transpose()?)
     }
@@ -172,7 +172,7 @@ impl UserStore for SqlDirectory {
         .bind(password_hash)
         .bind(i64::from(must_change))
         .bind(now)
-        .execute(&self.pool)
+        .execute(self.pool.inline())
         .await?;
         if result.rows_affected() == 0 {
             return Err(DirectoryError::UnknownUser(id.to_owned()));
@@ -224,7 +224,7 @@ impl UserStore for SqlDirectory {
         )
         .bind(id)
         .bind(step)
-        .execute(&self.pool)
+        .execute(self.pool.inline())
         .await?;
         Ok(result.rows_affected() == 1)
     }
@@ -242,7 +242,7 @@ impl UserStore for SqlDirectory {
         .bind(id)
         .bind(code_hash)
         .bind(now)
-        .execute(&self.pool)
+        .execute(self.pool.inline())
         .await?;
         Ok(result.rows_affected() == 1)
     }
@@ -252,7 +252,7 @@ impl UserStore for SqlDirectory {
             "SELECT COUNT(*) FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL",
         )
         .bind(id)
-        .fetch_one(&self.pool)
+        .fetch_one(self.pool.inline())
         .await?;
         Ok(u32::try_from(count).unwrap_or(0))
     }
@@ -261,7 +261,7 @@ impl UserStore for SqlDirectory {
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE email_key = $1");
         let row = sqlx::query(&sql)
             .bind(key)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool.inline())
             .await?;
         Ok(row.as_ref().map(user_from_row).transpose()?)
     }
@@ -273,7 +273,7 @@ impl UserStore for SqlDirectory {
         )
         .bind(id)
         .bind(now)
-        .execute(&self.pool)
+        .execute(self.pool.inline())
         .await?;
         Ok(result.rows_affected() > 0)
     }
@@ -336,8 +336,10 @@ impl UserStore for SqlDirectory {
         now: i64,
     ) -> Result<(), DirectoryError> {
         // Three writes in one call, because each call costs every sign-in a
-        // hand-off to a worker thread (SQLite) or a round trip (PostgreSQL).
-        // PostgreSQL applies them as one statement. SQLite commits each in turn.
+        // round trip to the server (PostgreSQL), or a hand-off to a worker
+        // thread when SQLite's inline connections are busy. PostgreSQL
+        // applies them as one statement; on SQLite `inline` runs the three
+        // in one transaction.
         let sql = match self.pool.engine() {
             db::Engine::Sqlite => {
                 "DELETE FROM login_failures WHERE subject_key = $1; \
@@ -353,7 +355,9 @@ impl UserStore for SqlDirectory {
             }
         };
         let query = sqlx::query(sql).bind(lockout_key).bind(now).bind(id);
-        bind_audit_event(query, event).execute(&self.pool).await?;
+        bind_audit_event(query, event)
+            .execute(self.pool.inline())
+            .await?;
         Ok(())
     }
 }
@@ -364,7 +368,7 @@ impl SqlDirectory {
         id: &str,
         query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
     ) -> Result<(), DirectoryError> {
-        let result = query.execute(&self.pool).await?;
+        let result = query.execute(self.pool.inline()).await?;
         if result.rows_affected() == 0 {
             return Err(DirectoryError::UnknownUser(id.to_owned()));
         }
@@ -378,7 +382,7 @@ impl FailureStore for SqlDirectory {
         let row =
             sqlx::query("SELECT failures, locked_until FROM login_failures WHERE subject_key = $1")
                 .bind(subject_key)
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.pool.inline())
                 .await?;
         let Some(row) = row else {
             return Ok(FailureRecord::default());
@@ -406,7 +410,7 @@ impl FailureStore for SqlDirectory {
         .bind(i64::from(record.failures))
         .bind(record.locked_until)
         .bind(now)
-        .execute(&self.pool)
+        .execute(self.pool.inline())
         .await?;
         Ok(())
     }
@@ -431,7 +435,7 @@ impl FailureStore for SqlDirectory {
             .bind(i64::from(new.failures))
             .bind(new.locked_until)
             .bind(now)
-            .execute(&self.pool)
+            .execute(self.pool.inline())
             .await?
         } else {
             sqlx::query(
@@ -444,7 +448,7 @@ impl FailureStore for SqlDirectory {
             .bind(now)
             .bind(i64::from(expected.failures))
             .bind(expected.locked_until)
-            .execute(&self.pool)
+            .execute(self.pool.inline())
             .await?
         };
         Ok(replaced.rows_affected() == 1)
@@ -456,7 +460,7 @@ impl FailureStore for SqlDirectory {
              WHERE subject_key = $1 AND failures > 0",
         )
         .bind(subject_key)
-        .execute(&self.pool)
+        .execute(self.pool.inline())
         .await?;
         Ok(())
     }
@@ -470,7 +474,9 @@ impl AuditLog for SqlDirectory {
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(now);
-        bind_audit_event(query, event).execute(&self.pool).await?;
+        bind_audit_event(query, event)
+            .execute(self.pool.inline())
+            .await?;
         Ok(())
     }
 }
@@ -524,7 +530,7 @@ impl SamlStore for SqlDirectory {
     async fn load_idp_settings(&self) -> Result<Option<String>, DirectoryError> {
         Ok(
             sqlx::query_scalar("SELECT settings FROM saml_idp_settings WHERE id = 1")
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.pool.inline())
                 .await?,
         )
     }
@@ -536,14 +542,14 @@ impl SamlStore for SqlDirectory {
         )
         .bind(settings_json)
         .bind(now)
-        .execute(&self.pool)
+        .execute(self.pool.inline())
         .await?;
         Ok(())
     }
 
     async fn delete_idp_settings(&self) -> Result<bool, DirectoryError> {
         let deleted = sqlx::query("DELETE FROM saml_idp_settings WHERE id = 1")
-            .execute(&self.pool)
+            .execute(self.pool.inline())
             .await?;
         Ok(deleted.rows_affected() > 0)
     }
@@ -562,7 +568,7 @@ impl SamlStore for SqlDirectory {
         .bind(relay_key)
         .bind(now)
         .bind(expires_at)
-        .execute(&self.pool)
+        .execute(self.pool.inline())
         .await?;
         Ok(())
     }
@@ -575,7 +581,7 @@ impl SamlStore for SqlDirectory {
             "SELECT id, expires_at, consumed_at FROM saml_requests WHERE relay_key = $1",
         )
         .bind(relay_key)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.pool.inline())
         .await?;
         let Some(row) = row else { return Ok(None) };
         let consumed_at: Option<i64> = row.try_get("consumed_at")?;
@@ -603,7 +609,7 @@ impl SamlStore for SqlDirectory {
         .bind(handoff_expires_at)
         .bind(result_json)
         .bind(now)
-        .execute(&self.pool)
+        .execute(self.pool.inline())
         .await?;
         Ok(result.rows_affected() == 1)
     }
@@ -619,7 +625,7 @@ impl SamlStore for SqlDirectory {
         )
         .bind(handoff_key)
         .bind(now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.pool.inline())
         .await?;
         let Some(row) = row else { return Ok(None) };
         Ok(Some((
@@ -642,7 +648,7 @@ impl SamlStore for SqlDirectory {
         .bind(issuer)
         .bind(assertion_id)
         .bind(expires_at)
-        .execute(&self.pool)
+        .execute(self.pool.inline())
         .await?;
         Ok(result.rows_affected() == 1)
     }

@@ -262,7 +262,7 @@ impl ProviderStore for SqlProviderStore {
         .bind(now)
         .bind(code_hash)
         .bind(client_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.pool.inline())
         .await?;
         let Some(spent) = spent else {
             let owner = sqlx::query(
@@ -270,7 +270,7 @@ impl ProviderStore for SqlProviderStore {
                  JOIN oauth_grants g ON g.id = c.grant_id WHERE c.code_hash = $1",
             )
             .bind(code_hash)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool.inline())
             .await?;
             let Some(owner) = owner else {
                 return Ok(CodeRedemption::NotFound);
@@ -303,7 +303,7 @@ impl ProviderStore for SqlProviderStore {
             "SELECT {GRANT_COLUMNS} FROM oauth_grants g WHERE g.id = $1"
         ))
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.pool.inline())
         .await?;
         Ok(row.as_ref().map(grant_from_row).transpose()?)
     }
@@ -320,7 +320,7 @@ impl ProviderStore for SqlProviderStore {
         .bind(token_hash)
         .bind(grant_id)
         .bind(now)
-        .execute(&self.pool)
+        .execute(self.pool.inline())
         .await?;
         Ok(())
     }
@@ -334,7 +334,7 @@ impl ProviderStore for SqlProviderStore {
              JOIN oauth_grants g ON g.id = t.grant_id WHERE t.token_hash = $1"
         ))
         .bind(token_hash)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.pool.inline())
         .await?;
         let Some(row) = row else {
             return Ok(None);
@@ -380,7 +380,7 @@ impl ProviderStore for SqlProviderStore {
         .bind(now)
         .bind(reason)
         .bind(id)
-        .execute(&self.pool)
+        .execute(self.pool.inline())
         .await?;
         Ok(result.rows_affected() > 0)
     }
@@ -398,7 +398,7 @@ impl ProviderStore for SqlProviderStore {
         .bind(now)
         .bind(reason)
         .bind(session_id)
-        .execute(&self.pool)
+        .execute(self.pool.inline())
         .await?;
         Ok(result.rows_affected())
     }
