@@ -125,9 +125,9 @@ impl DbPool {
         }
     }
 
-    /// An executor for statements that read or write a few rows by key.
-    /// On a SQLite file they run on the calling thread, without the
-    /// hand-off to a worker thread and back; anything that may read many
+    /// Returns an executor for statements that read or write a few rows by
+    /// key. On a SQLite file they run on the calling thread, without the
+    /// hand-off to a worker thread and back. Anything that may read many
     /// rows must use the pool itself, because it would hold up the async
     /// runtime meanwhile.
     pub fn inline(&self) -> Inline<'_> {
@@ -380,6 +380,7 @@ impl<'p> Executor<'p> for &'p DbPool {
         Box::pin(async move { self.acquire().await?.describe(sql).await })
     }
 }
+
 /// The executor that `DbPool::inline` returns.
 #[derive(Clone, Copy)]
 pub struct Inline<'p> {
