@@ -751,6 +751,22 @@ mod tests {
         assert!(super::may_hold_several("SELECT ';'"));
     }
 
+    #[tokio::test]
+    async fn immutable_database_is_not_written() {
+        let (dir, pool) = items().await;
+        drop(pool);
+        let path = dir.path().join("inline.db");
+        let url = format!("sqlite://{}?immutable=true", path.display());
+        let immutable = open(&url, &DatabaseConfig::default()).await.unwrap();
+        let written = sqlx::query("INSERT INTO items (name) VALUES ('written')")
+            .execute(immutable.inline())
+            .await;
+        assert!(written.is_err(), "{written:?}");
+        drop(immutable);
+        let pool = open_file(&path).await;
+        assert_eq!(count_named(&pool, "written").await, 0);
+    }
+
     /// Another connection to `:memory:` would open a database of its own,
     /// without the pool's tables.
     #[tokio::test]

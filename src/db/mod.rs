@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::{Migrate, Migrator};
 use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{Connection, Executor};
+use sqlx::{ConnectOptions as _, Connection, Executor};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -206,10 +206,8 @@ pub async fn open(url: &str, config: &DatabaseConfig) -> anyhow::Result<DbPool> 
             let (size, file) = match sqlite_file(url)? {
                 Some(path) => {
                     prepare_sqlite_file(&path)?;
-                    // Statements on the calling thread open the file for
-                    // writing, so a read-only URL keeps them all on the pool.
-                    let writable = !url.contains("mode=ro");
-                    (max_connections, writable.then_some(path))
+                    let inline = opened_as_inline(url)?;
+                    (max_connections, inline.then_some(path))
                 }
                 None => (1, None),
             };
@@ -456,6 +454,24 @@ pub fn redact(url: &str) -> String {
 
 /// Returns the file that the SQLite URL `url` names, or `None` when the
 /// database is in memory.
+/// Returns whether the pool's connections to the SQLite database at `url`
+/// open it as the inline connections do: for writing, with the default
+/// VFS. A read-only, immutable or other-VFS URL keeps every statement on
+/// the pool, so that nothing writes to a database opened not to be written.
+fn opened_as_inline(url: &str) -> anyhow::Result<bool> {
+    let options = SqliteConnectOptions::from_str(url)
+        .with_context(|| format!("invalid database_url '{}'", redact(url)))?;
+    // The URL that sqlx rebuilds from its options spells each setting one
+    // way, whatever spelling the configured URL used.
+    let canonical = options.to_url_lossy();
+    let inline = canonical.query_pairs().all(|(key, value)| match &*key {
+        "mode" => value == "rw" || value == "rwc",
+        "immutable" | "vfs" => false,
+        _ => true,
+    });
+    Ok(inline)
+}
+
 pub fn sqlite_file(url: &str) -> anyhow::Result<Option<PathBuf>> {
     let sqlite = SqliteConnectOptions::from_str(url)
         .with_context(|| format!("invalid database_url '{url}'"))?;
@@ -554,6 +570,25 @@ fn prepare_sqlite_file(path: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_only_urls_keep_statements_on_the_pool() {
+        for url in [
+            "sqlite://data/ul.db",
+            "sqlite://data/ul.db?mode=rwc",
+            "sqlite:data/ul.db?mode=rw&cache=private",
+        ] {
+            assert!(opened_as_inline(url).unwrap(), "{url}");
+        }
+        for url in [
+            "sqlite://data/ul.db?mode=ro",
+            "sqlite://data/ul.db?immutable=true",
+            "sqlite://data/ul.db?immutable=1",
+            "sqlite://data/ul.db?vfs=unix-dotfile",
+        ] {
+            assert!(!opened_as_inline(url).unwrap(), "{url}");
+        }
+    }
 
     #[tokio::test]
     async fn sqlite_pool_is_small_unless_configured() {
