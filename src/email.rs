@@ -21,6 +21,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
+use tokio::io::AsyncWriteExt as _;
 use tokio::sync::Notify;
 
 use crate::clock::Clock;
@@ -403,13 +404,51 @@ fn smtp_transport(config: &SmtpConfig) -> anyhow::Result<AsyncSmtpTransport<Toki
     Ok(builder.build())
 }
 
+/// Writes one email into the outbox folder. Setup emails carry single-use
+/// links, so the folder and the files are readable by their owner alone.
 async fn write_eml(dir: &Path, id: &str, formatted: &[u8]) -> anyhow::Result<PathBuf> {
-    tokio::fs::create_dir_all(dir)
+    tokio::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
         .await
         .with_context(|| format!("cannot create the outbox folder {}", dir.display()))?;
     let path = dir.join(format!("{id}.eml"));
-    tokio::fs::write(&path, formatted)
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .await
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    // tokio's file finishes a write in the background, so the flush is what
+    // makes the email complete before its path is logged.
+    file.write_all(formatted)
+        .await
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.flush()
         .await
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::write_eml;
+
+    #[tokio::test]
+    async fn outbox_files_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = dir.path().join("data").join("outbox");
+        let path = write_eml(&outbox, "first", b"Subject: hello\r\n\r\nbody")
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"Subject: hello\r\n\r\nbody");
+        let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode();
+        assert_eq!(mode(&path) & 0o777, 0o600);
+        assert_eq!(mode(&outbox) & 0o777, 0o700);
+    }
 }
