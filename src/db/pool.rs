@@ -397,42 +397,42 @@ impl fmt::Debug for Inline<'_> {
 }
 
 impl<'p> Inline<'p> {
-    /// Runs `query` on one of the pool's inline connections, or says where
-    /// it goes instead.
-    fn run<'q, E>(self, mut query: E, limit: Option<usize>) -> Result<Results, Fallback<'q, E>>
+    /// Runs `query` on one of the pool's inline connections, or returns it
+    /// rebuilt for the pool.
+    fn run<'q, E>(self, mut query: E, limit: Option<usize>) -> Result<Results, Fallback<'q>>
     where
         E: 'q + Execute<'q, Any>,
     {
-        let Some(inline) = &self.pool.inline else {
-            return Err(Fallback::Untouched(query));
-        };
         let sql = query.sql();
         let persistent = query.persistent();
         let arguments = match query.take_arguments() {
             Ok(arguments) => arguments,
             Err(error) => return Err(Fallback::Failed(sqlx::Error::Encode(error))),
         };
-        let values = arguments
-            .as_ref()
-            .map_or(&[][..], |arguments| &arguments.values.0[..]);
-        match inline.run(sql, values, limit) {
+        let outcome = self.pool.inline.as_ref().and_then(|inline| {
+            let values = arguments
+                .as_ref()
+                .map_or(&[][..], |arguments| &arguments.values.0[..]);
+            inline.run(sql, values, limit)
+        });
+        match outcome {
             Some(Ok(results)) => Ok(results),
             Some(Err(error)) => Err(Fallback::Failed(error)),
             None => Err(Fallback::Pool {
                 query: sqlx::query_with(sql, arguments.unwrap_or_default()).persistent(persistent),
-                several: may_hold_several(sql),
+                // Without inline connections the pool runs strings as before.
+                several: self.pool.inline.is_some() && may_hold_several(sql),
             }),
         }
     }
 }
 
-/// Where a statement goes when it did not run inline.
-enum Fallback<'q, E> {
-    /// The pool has no inline connections, so the query goes to it as it is.
-    Untouched(E),
-    /// The inline connections were all in use or the database was locked.
-    /// The query's arguments are taken out, so it is rebuilt. Several
-    /// statements run in one transaction, as they would have inline.
+/// The way on for a statement that did not run inline.
+enum Fallback<'q> {
+    /// The pool has no inline connections, or they were all in use, or the
+    /// database was locked. The query's arguments were taken out, so it is
+    /// rebuilt. Several statements run in one transaction, as they would
+    /// have inline.
     Pool {
         query: sqlx::query::Query<'q, Any, AnyArguments<'q>>,
         several: bool,
@@ -457,12 +457,6 @@ impl<'p> Executor<'p> for Inline<'p> {
             match self.run(query, None) {
                 Ok(results) => {
                     for result in results {
-                        yield result;
-                    }
-                }
-                Err(Fallback::Untouched(query)) => {
-                    let mut results = self.pool.fetch_many(query);
-                    while let Some(result) = results.try_next().await? {
                         yield result;
                     }
                 }
@@ -496,7 +490,6 @@ impl<'p> Executor<'p> for Inline<'p> {
         Box::pin(async move {
             match self.run(query, Some(1)) {
                 Ok(results) => Ok(results.into_iter().find_map(Either::right)),
-                Err(Fallback::Untouched(query)) => self.pool.fetch_optional(query).await,
                 Err(Fallback::Pool {
                     query,
                     several: false,
