@@ -8,7 +8,9 @@
 //!    with the broker idle.
 //! 2. Password logins, 8 virtual users: `GET /login`, `POST /login` with
 //!    the login ID, `GET /login/password`, `POST /login/password`, which
-//!    ends in a redirect to `/account`.
+//!    ends in a redirect to `/account`. Each virtual user keeps one
+//!    connection and starts each login without cookies
+//!    (`support::browser`).
 //!
 //!    Steps 1 and 2 take turns, `ROUNDS` times, and the bound runs once
 //!    more at the end. The speed of a shared machine drifts by a tenth
@@ -31,7 +33,8 @@ use argon2::{Algorithm, Argon2, Block, Params, Version};
 use reqwest::StatusCode;
 use tokio::task::JoinSet;
 
-use support::broker::{Argon2Settings, Broker, http_client, steps};
+use support::broker::{Argon2Settings, Broker, http_client};
+use support::browser::Browser;
 use support::cpu::{Snapshot, Usage};
 use support::stats::{Latencies, millis};
 use support::wrk;
@@ -319,13 +322,17 @@ async fn password_logins(broker: &Broker, seconds: u64, page_load: PageLoad) -> 
     let stop = Arc::new(AtomicBool::new(false));
     let mut workers = JoinSet::new();
     for worker in 0..VIRTUAL_USERS {
-        let (http, base_url, stop) = (http.clone(), broker.base_url.clone(), stop.clone());
+        let (address, stop) = (broker.address(), stop.clone());
         workers.spawn(async move {
+            let mut browser = Browser::connect(address).await;
             let mut logins = Vec::new();
             let mut user = worker;
             while !stop.load(Ordering::Relaxed) {
-                let latency = password_login(&http, &base_url, user % USERS).await;
-                logins.push((Instant::now(), latency));
+                let started = Instant::now();
+                browser
+                    .password_login(&format!("user{:03}", user % USERS), PASSWORD)
+                    .await;
+                logins.push((Instant::now(), started.elapsed()));
                 user += VIRTUAL_USERS;
             }
             logins
@@ -408,11 +415,4 @@ async fn probe_login_page(
         latencies.push(latency.expect("probe request"));
     }
     latencies
-}
-
-/// Signs in user `user` with the password and returns the login's latency.
-async fn password_login(http: &reqwest::Client, base_url: &str, user: usize) -> Duration {
-    let started = Instant::now();
-    steps::password_login(http, base_url, &format!("user{user:03}"), PASSWORD).await;
-    started.elapsed()
 }

@@ -91,6 +91,11 @@ filter = "warn"
         }
     }
 
+    /// The broker's listening address on loopback.
+    pub fn address(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base_url)
     }

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod broker;
+pub mod browser;
 pub mod cpu;
 pub mod entra;
 pub mod stats;
