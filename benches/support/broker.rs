@@ -308,14 +308,53 @@ pub fn http_client(connections: usize) -> reqwest::Client {
 /// The steps of a password login as a browser takes them, each checked
 /// against the response the broker sends when the login goes well.
 pub mod steps {
-    use super::{CookieJar, csrf_token, send};
+    use super::{CookieJar, Page, csrf_token, send};
     use reqwest::StatusCode;
+
+    /// Checks the login page and returns its CSRF token.
+    pub fn login_page_token(page: &Page) -> String {
+        assert_eq!(page.status, StatusCode::OK, "GET /login: {}", page.body);
+        csrf_token(&page.body)
+    }
+
+    /// Checks that the identifier post moved on to the password step.
+    pub fn check_identified(identified: &Page) {
+        assert_eq!(
+            identified.location, "/login/password",
+            "POST /login: {}",
+            identified.body
+        );
+    }
+
+    /// Checks the password page and returns its CSRF token.
+    pub fn password_page_token(form: &Page) -> String {
+        assert_eq!(
+            form.status,
+            StatusCode::OK,
+            "GET /login/password: {}",
+            form.body
+        );
+        csrf_token(&form.body)
+    }
+
+    /// Checks that the password post signed the user in and sent them to
+    /// their account page.
+    pub fn check_signed_in(signed_in: &Page) {
+        assert_eq!(
+            signed_in.status,
+            StatusCode::SEE_OTHER,
+            "POST /login/password: {}",
+            signed_in.body
+        );
+        assert_eq!(
+            signed_in.location, "/account",
+            "password login redirected elsewhere"
+        );
+    }
 
     /// Requests the login page and returns its CSRF token.
     pub async fn login_page(http: &reqwest::Client, base_url: &str, jar: &mut CookieJar) -> String {
-        let page = send(jar, http.get(format!("{base_url}/login"))).await;
-        assert_eq!(page.status, StatusCode::OK, "GET /login: {}", page.body);
-        csrf_token(&page.body)
+        login_page_token(&send(jar, http.get(format!("{base_url}/login"))).await)
     }
 
     /// Posts `login_id` to the identifier form and checks that the broker
@@ -333,11 +372,7 @@ pub mod steps {
                 .form(&[("csrf_token", token), ("identifier", login_id)]),
         )
         .await;
-        assert_eq!(
-            identified.location, "/login/password",
-            "POST /login: {}",
-            identified.body
-        );
+        check_identified(&identified);
     }
 
     /// Requests the password page and returns its CSRF token.
@@ -346,14 +381,7 @@ pub mod steps {
         base_url: &str,
         jar: &mut CookieJar,
     ) -> String {
-        let form = send(jar, http.get(format!("{base_url}/login/password"))).await;
-        assert_eq!(
-            form.status,
-            StatusCode::OK,
-            "GET /login/password: {}",
-            form.body
-        );
-        csrf_token(&form.body)
+        password_page_token(&send(jar, http.get(format!("{base_url}/login/password"))).await)
     }
 
     /// Posts `password` and checks that the broker signs the user in and
@@ -371,16 +399,7 @@ pub mod steps {
                 .form(&[("csrf_token", token), ("password", password)]),
         )
         .await;
-        assert_eq!(
-            signed_in.status,
-            StatusCode::SEE_OTHER,
-            "POST /login/password: {}",
-            signed_in.body
-        );
-        assert_eq!(
-            signed_in.location, "/account",
-            "password login redirected elsewhere"
-        );
+        check_signed_in(&signed_in);
     }
 
     /// Signs in `login_id` with `password` in a new browser: all four steps.

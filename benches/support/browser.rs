@@ -9,23 +9,16 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
-use hyper::header::{CONTENT_TYPE, COOKIE, HOST, LOCATION, SET_COOKIE};
-use hyper::{Method, Request, StatusCode};
+use hyper::header::{CONTENT_TYPE, COOKIE, HOST, LOCATION};
+use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 
-use super::broker::csrf_token;
+use super::broker::{CookieJar, Page, steps};
 
 pub struct Browser {
     sender: SendRequest<Full<Bytes>>,
     host: String,
-    cookies: Vec<(String, String)>,
-}
-
-/// The parts of a response that the load checks.
-pub struct Reply {
-    pub status: StatusCode,
-    pub location: String,
-    pub body: String,
+    jar: CookieJar,
 }
 
 impl Browser {
@@ -45,21 +38,16 @@ impl Browser {
         Self {
             sender,
             host: address.to_string(),
-            cookies: Vec::new(),
+            jar: CookieJar::default(),
         }
     }
 
-    /// Forgets every cookie, as a new browser would start.
-    pub fn clear_cookies(&mut self) {
-        self.cookies.clear();
-    }
-
-    pub async fn get(&mut self, path: &str) -> Reply {
+    pub async fn get(&mut self, path: &str) -> Page {
         self.send(Method::GET, path, None).await
     }
 
     /// Posts `form`, whose values must need no URL encoding.
-    pub async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Reply {
+    pub async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
         let body: Vec<String> = form
             .iter()
             .map(|(name, value)| {
@@ -75,18 +63,13 @@ impl Browser {
         self.send(Method::POST, path, Some(body.join("&"))).await
     }
 
-    async fn send(&mut self, method: Method, path: &str, form: Option<String>) -> Reply {
+    async fn send(&mut self, method: Method, path: &str, form: Option<String>) -> Page {
         let mut request = Request::builder()
             .method(method)
             .uri(path)
             .header(HOST, &self.host);
-        if !self.cookies.is_empty() {
-            let pairs: Vec<String> = self
-                .cookies
-                .iter()
-                .map(|(name, value)| format!("{name}={value}"))
-                .collect();
-            request = request.header(COOKIE, pairs.join("; "));
+        if let Some(cookie) = self.jar.header() {
+            request = request.header(COOKIE, cookie);
         }
         let body = match form {
             Some(form) => {
@@ -101,16 +84,7 @@ impl Browser {
             .send_request(request.body(body).expect("request"))
             .await
             .expect("HTTP request to the broker");
-        for value in response.headers().get_all(SET_COOKIE) {
-            let Ok(text) = value.to_str() else { continue };
-            let pair = text.split(';').next().unwrap_or_default();
-            let Some((name, value)) = pair.split_once('=') else {
-                continue;
-            };
-            self.cookies.retain(|(existing, _)| existing != name.trim());
-            self.cookies
-                .push((name.trim().to_owned(), value.trim().to_owned()));
-        }
+        self.jar.store(response.headers());
         let status = response.status();
         let location = response
             .headers()
@@ -124,7 +98,7 @@ impl Browser {
             .await
             .expect("response body")
             .to_bytes();
-        Reply {
+        Page {
             status,
             location,
             body: String::from_utf8(bytes.to_vec()).expect("UTF-8 body"),
@@ -132,46 +106,25 @@ impl Browser {
     }
 
     /// Signs in `login_id` with `password` as a new browser would, all four
-    /// steps, each checked against the response of a login that goes well.
+    /// steps, each checked as `steps` checks them.
     pub async fn password_login(&mut self, login_id: &str, password: &str) {
-        self.clear_cookies();
-        let page = self.get("/login").await;
-        assert_eq!(page.status, StatusCode::OK, "GET /login: {}", page.body);
-        let token = csrf_token(&page.body);
+        // A new browser each time, so each login starts without cookies.
+        self.jar = CookieJar::default();
+        let token = steps::login_page_token(&self.get("/login").await);
         let identified = self
             .post(
                 "/login",
                 &[("csrf_token", &token), ("identifier", login_id)],
             )
             .await;
-        assert_eq!(
-            identified.location, "/login/password",
-            "POST /login: {}",
-            identified.body
-        );
-        let form = self.get("/login/password").await;
-        assert_eq!(
-            form.status,
-            StatusCode::OK,
-            "GET /login/password: {}",
-            form.body
-        );
-        let token = csrf_token(&form.body);
+        steps::check_identified(&identified);
+        let token = steps::password_page_token(&self.get("/login/password").await);
         let signed_in = self
             .post(
                 "/login/password",
                 &[("csrf_token", &token), ("password", password)],
             )
             .await;
-        assert_eq!(
-            signed_in.status,
-            StatusCode::SEE_OTHER,
-            "POST /login/password: {}",
-            signed_in.body
-        );
-        assert_eq!(
-            signed_in.location, "/account",
-            "password login redirected elsewhere"
-        );
+        steps::check_signed_in(&signed_in);
     }
 }
