@@ -91,7 +91,7 @@ filter = "warn"
         }
     }
 
-    /// The broker's listening address on loopback.
+    /// Returns the broker's listening address on loopback.
     pub fn address(&self) -> std::net::SocketAddr {
         std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
     }
