@@ -3,9 +3,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use unified_login::cli::{self, Cli};
 
-// mimalloc took 16% off the instructions of a password login
-// (bench/login-instructions), and it backs each hashing thread's Argon2
-// memory with transparent huge pages, which makes a hash about 5% faster.
+// mimalloc took 16% off a password login's instructions, and its huge pages
+// make an Argon2 hash about 5% cheaper (BENCHMARKS.md, 2026-12-06).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -281,18 +281,23 @@ pub async fn send(jar: &mut CookieJar, request: reqwest::RequestBuilder) -> Page
     let response = request.send().await.expect("HTTP request to the broker");
     jar.store(response.headers());
     let status = response.status();
-    let location = response
-        .headers()
-        .get(reqwest::header::LOCATION)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let location = location(response.headers());
     let body = response.text().await.expect("response body");
     Page {
         status,
         location,
         body,
     }
+}
+
+/// Returns the `Location` header of a response, or an empty string when it
+/// has none.
+pub fn location(headers: &reqwest::header::HeaderMap) -> String {
+    headers
+        .get(reqwest::header::LOCATION)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// Returns an HTTP client that does not follow redirects and keeps up to

@@ -9,12 +9,13 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
-use hyper::header::{CONTENT_TYPE, COOKIE, HOST, LOCATION};
+use hyper::header::{CONTENT_TYPE, COOKIE, HOST};
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 
-use super::broker::{CookieJar, Page, steps};
+use super::broker::{CookieJar, Page, location, steps};
 
+/// One virtual user: its connection to the broker and its cookies.
 pub struct Browser {
     sender: SendRequest<Full<Bytes>>,
     host: String,
@@ -42,25 +43,17 @@ impl Browser {
         }
     }
 
+    /// Requests `path`.
     pub async fn get(&mut self, path: &str) -> Page {
         self.send(Method::GET, path, None).await
     }
 
-    /// Posts `form`, whose values must need no URL encoding.
+    /// Posts `form`, URL-encoded.
     pub async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
-        let body: Vec<String> = form
-            .iter()
-            .map(|(name, value)| {
-                assert!(
-                    value
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b)),
-                    "form value {value:?} would need encoding"
-                );
-                format!("{name}={value}")
-            })
-            .collect();
-        self.send(Method::POST, path, Some(body.join("&"))).await
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        self.send(Method::POST, path, Some(body)).await
     }
 
     async fn send(&mut self, method: Method, path: &str, form: Option<String>) -> Page {
@@ -86,13 +79,8 @@ impl Browser {
             .expect("HTTP request to the broker");
         self.jar.store(response.headers());
         let status = response.status();
-        let location = response
-            .headers()
-            .get(LOCATION)
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        let bytes = response
+        let location = location(response.headers());
+        let body = response
             .into_body()
             .collect()
             .await
@@ -101,7 +89,7 @@ impl Browser {
         Page {
             status,
             location,
-            body: String::from_utf8(bytes.to_vec()).expect("UTF-8 body"),
+            body: String::from_utf8(body.into()).expect("UTF-8 body"),
         }
     }
 
